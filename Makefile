@@ -1,0 +1,56 @@
+# tollgate: every task has a target here; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv system-deps proto proto-check run test test-fast lint fmt docs tools \
+        monitoring bench bench-metrics observe image kind-up kind-e2e clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP) ## create .venv with runtime and dev dependencies
+
+system-deps: ## install the Debian packages the tests use (redis, prometheus, alertmanager)
+	@bash tools/system-deps.sh
+
+proto: $(STAMP) ## regenerate proto/gen/python from proto/
+	$(PY) tools/gen_proto.py
+
+run: $(STAMP) ## start simulator, router, cache and orchestrator on the default ports
+	$(PY) -m tools.run
+
+test: $(STAMP) system-deps tools ## everything CI runs: lint, then all tests
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## tests without lint and without the slow end-to-end ones
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services tools tests $(wildcard dashboards/*.py alerts/*.py)
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+docs: $(STAMP) ## regenerate docs/metrics.md from the catalog
+	$(PY) -m tools.gen_metrics_doc
+
+tools: $(STAMP) ## helm and kubectl into .tools/bin
+	@bash tools/install-tools.sh
+
+clean: ## remove build outputs and local state
+	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""gRPC helpers: the server bootstrap, channels with deadlines, metric interceptors."""

@@ -1,0 +1,123 @@
+"""The one grpc.aio server bootstrap: metrics, health, reflection, TLS, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from tollgate_common.config import ServiceSettings
+from tollgate_common.grpc.interceptors import ServerMetricsInterceptor
+from tollgate_common.metrics import Families
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a busy port must fail loudly, not share traffic
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+class GrpcServer:
+    """A started server plus its health servicer; ``stop`` drains it gracefully."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health: health_aio.HealthServicer,
+        port: int,
+        services: Sequence[str],
+    ) -> None:
+        self.server = server
+        self.health = health
+        self.port = port
+        self.services = services
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.services):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        # Health first, so load balancers and probes stop sending new work.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def _credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
+        return None
+    ca = settings.grpc_tls_client_ca.read_bytes() if settings.grpc_tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.grpc_tls_key.read_bytes(), settings.grpc_tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+async def start_grpc_server(
+    *,
+    settings: ServiceSettings,
+    port: int,
+    families: Families,
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+) -> GrpcServer:
+    """Create, register and start a server on ``settings.host:port``.
+
+    ``register`` adds the servicers and returns their full service names, which
+    get health entries and reflection. ``port`` 0 picks a free port.
+    """
+    server = grpc.aio.server(
+        interceptors=[ServerMetricsInterceptor(families)], options=SERVER_OPTIONS
+    )
+    names = list(register(server))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    address = f"{settings.host}:{port}"
+    creds = _credentials(settings)
+    bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC on {address}")
+    await server.start()
+    result = GrpcServer(server, health, bound, names)
+    await result.set_serving(True)
+    log.info(
+        "grpc serving", extra={"address": f"{settings.host}:{bound}", "tls": creds is not None}
+    )
+    return result
+
+
+async def run_until_signal(
+    grpc_server: GrpcServer,
+    grace: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then go NOT_SERVING and drain for ``grace`` seconds."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": grace})
+    await grpc_server.stop(grace)
+    if on_stop is not None:
+        await on_stop()

@@ -1,0 +1,1 @@
+"""Repository tools: code generation, the local stack launcher."""
