@@ -78,6 +78,10 @@ def load_settings(cls: type[S], section: str, **overrides: Any) -> S:
     # Values from env are applied by pydantic-settings itself; file values only
     # fill what env does not set.
     init = {k: v for k, v in file_values.items() if k not in env_names}
+    # One shared knob for every service; the prefixed one wins.
+    shared_level = os.environ.get("TOLLGATE_LOG_LEVEL")
+    if shared_level and "log_level" in cls.model_fields and "log_level" not in env_names:
+        init.setdefault("log_level", shared_level)
     init.update(overrides)
     try:
         return cls(**init)

@@ -1,0 +1,369 @@
+"""The simulator's HTTP app: a raw ASGI callable, because it is the benchmarks'
+baseline and a framework's routing and validation would be most of its cost.
+
+Routes:
+  POST /v1/chat/completions      OpenAI chat completions, plain or streamed (SSE)
+  GET  /v1/models[/{id}]         the known models
+  POST|GET|DELETE /_sim/faults   queue, list, clear injected faults
+  GET  /_sim/stats, POST /_sim/reset
+  GET  /healthz
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from tollgate_simulator.config import LatencyTable
+from tollgate_simulator.faults import (
+    Fault,
+    FaultError,
+    FaultQueue,
+    error_body,
+    fault_error_body,
+    parse_faults,
+    retry_after_value,
+)
+from tollgate_simulator.generate import (
+    Answer,
+    ChatRequest,
+    RequestError,
+    answer,
+    completion_body,
+    parse_request,
+    sse_events,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("tollgate.simulator")
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+_MAX_SEEN = 1000  # models answered but not in the catalog; names come from clients
+
+
+class InjectedDisconnect(Exception):
+    """Raised to make the server drop a connection mid-response (a mid_stream_error fault).
+
+    uvicorn closes the transport when an app raises after the response started;
+    ``quiet_injected_disconnects`` keeps these expected aborts out of the error log.
+    """
+
+
+class _QuietInjected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, InjectedDisconnect)
+
+
+def quiet_injected_disconnects() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_QuietInjected())
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.total = 0
+        self.faults_injected = 0
+        self.stream_disconnects = 0  # clients that left before the stream ended
+
+    def as_dict(self, faults: FaultQueue) -> dict[str, Any]:
+        return {
+            "calls": dict(self.calls),
+            "total": self.total,
+            "faults_injected": self.faults_injected,
+            "stream_disconnects": self.stream_disconnects,
+            "pending_faults": faults.pending(),
+        }
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it exceeds ``limit``."""
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body if len(body) <= limit else None
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> None:
+    await send_bytes(send, status, error_body(message, type_, param, code))
+
+
+class SimulatorApp:
+    def __init__(
+        self,
+        catalog: list[str],
+        latency: LatencyTable | None = None,
+        latency_scale: float = 1.0,
+        allowed_models: list[str] | None = None,
+        max_body_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.catalog = list(dict.fromkeys(catalog))
+        self.allowed = frozenset(allowed_models) if allowed_models is not None else None
+        self.latency = latency or LatencyTable()
+        self.scale = latency_scale
+        self.max_body = max_body_bytes
+        self.faults = FaultQueue()
+        self.stats = Stats()
+        self.seen: dict[str, None] = {}
+        self._models_body: bytes | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("POST", "/v1/chat/completions"): self.chat,
+            ("POST", "/chat/completions"): self.chat,
+            ("GET", "/v1/models"): self.models,
+            ("GET", "/models"): self.models,
+            ("POST", "/_sim/faults"): self.add_faults,
+            ("GET", "/_sim/faults"): self.list_faults,
+            ("DELETE", "/_sim/faults"): self.clear_faults,
+            ("GET", "/_sim/stats"): self.get_stats,
+            ("POST", "/_sim/reset"): self.reset,
+            ("GET", "/healthz"): self.healthz,
+        }
+        self._paths = {path for _, path in self._routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        handler = self._routes.get((scope["method"], scope["path"]))
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if scope["method"] == "GET" and path.startswith(("/v1/models/", "/models/")):
+            await self.model(path.rsplit("/", 1)[1], send)
+        elif path in self._paths:
+            await send_error(send, 405, f"Method {scope['method']} not allowed on {path}.")
+        else:
+            await send_error(send, 404, f"Unknown path {path}.", code="unknown_url")
+
+    # --- models ---------------------------------------------------------------------
+
+    def known_models(self) -> list[str]:
+        if self.allowed is not None:
+            return sorted(self.allowed)
+        return [*self.catalog, *(m for m in self.seen if m not in self.catalog)]
+
+    @staticmethod
+    def _model_object(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 1700000000, "owned_by": "tollgate-sim"}
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._models_body is None:
+            data = [self._model_object(m) for m in self.known_models()]
+            self._models_body = orjson.dumps({"object": "list", "data": data})
+        await send_bytes(send, 200, self._models_body)
+
+    async def model(self, name: str, send: Send) -> None:
+        if name in self.known_models():
+            await send_bytes(send, 200, orjson.dumps(self._model_object(name)))
+        else:
+            await self._model_not_found(name, send)
+
+    @staticmethod
+    async def _model_not_found(name: str, send: Send) -> None:
+        await send_error(
+            send, 404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+        )
+
+    # --- chat completions ------------------------------------------------------------------
+
+    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive, self.max_body)
+        if body is None:
+            await send_error(send, 413, f"Request body larger than {self.max_body} bytes.")
+            return
+        try:
+            req = parse_request(body)
+        except RequestError as exc:
+            await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code)
+            return
+        model = req.model
+        self.stats.calls[model] = self.stats.calls.get(model, 0) + 1
+        self.stats.total += 1
+        if self.allowed is not None and model not in self.allowed:
+            await self._model_not_found(model, send)
+            return
+        fault = self.faults.take(model)
+        if fault is not None:
+            self.stats.faults_injected += 1
+            if fault.delay_ms:
+                await asyncio.sleep(fault.delay_ms / 1000)
+            if fault.status != 200:
+                headers = []
+                if fault.retry_after is not None:
+                    headers.append((b"retry-after", retry_after_value(fault.retry_after)))
+                await send_bytes(send, fault.status, fault_error_body(fault), headers)
+                return
+        if model not in self.seen and len(self.seen) < _MAX_SEEN and self.allowed is None:
+            self.seen[model] = None
+            self._models_body = None
+        ans = answer(req)
+        id_ = f"chatcmpl-sim{self._id_prefix}{next(self._ids):012x}"
+        created = int(time.time())
+        broken = fault is not None and fault.mid_stream_error
+        if req.stream:
+            await self._stream(req, ans, id_, created, receive, send, fault if broken else None)
+            return
+        delay = self._delay_s(model, ans.completion_tokens)
+        if delay:
+            await asyncio.sleep(delay)
+        out = completion_body(ans, id_, created, model)
+        headers = [(b"x-request-id", f"req_{id_[12:]}".encode())]
+        if not broken:
+            await send_bytes(send, 200, out, headers)
+            return
+        # A broken plain answer: headers promise the full length, half the body comes.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON, (b"content-length", str(len(out)).encode()), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": out[: len(out) // 2], "more_body": True})
+        raise InjectedDisconnect("mid_stream_error fault")
+
+    def _delay_s(self, model: str, tokens: int) -> float:
+        if not self.scale:
+            return 0.0
+        p = self.latency.profile(model)
+        return (p.fixed_ms + p.per_token_ms * tokens) * self.scale / 1000
+
+    async def _stream(
+        self,
+        req: ChatRequest,
+        ans: Answer,
+        id_: str,
+        created: int,
+        receive: Receive,
+        send: Send,
+        broken: Fault | None,
+    ) -> None:
+        events = sse_events(ans, id_, created, req.model, req.include_usage)
+        headers = [*_SSE_HEADERS, (b"x-request-id", f"req_{id_[12:]}".encode())]
+        if broken is not None:
+            # Stop before the finish chunk, whatever after_chunks says: never a clean end.
+            content_chunks = len(events) - 2 - int(req.include_usage)  # minus finish, DONE
+            events = events[: min(broken.after_chunks, content_chunks)]
+        p = self.latency.profile(req.model)
+        per_token = p.per_token_ms * self.scale / 1000
+        first_wait = (p.fixed_ms * self.scale / 1000) + per_token * ans.reasoning_tokens
+        if not self.scale:
+            # Instant model: one write of the whole stream.
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"".join(e for e, _ in events),
+                    "more_body": broken is not None,
+                }
+            )
+            if broken is not None:
+                raise InjectedDisconnect("mid_stream_error fault")
+            return
+        # Time to first token is the fixed latency plus the reasoning; headers go out
+        # at once, as OpenAI's do.
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(receive())  # resolves on client disconnect
+        try:
+            loop = asyncio.get_running_loop()
+            due = loop.time() + first_wait
+            for event, tokens in events:
+                due += per_token * tokens
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if gone.done():
+                    self.stats.stream_disconnects += 1
+                    return
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            if broken is not None:
+                raise InjectedDisconnect("mid_stream_error fault")
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gone
+
+    # --- control endpoints -----------------------------------------------------------------
+
+    async def add_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive, 1024 * 1024)
+        try:
+            if body is None:
+                raise FaultError("body: larger than 1 MiB")
+            faults = parse_faults(body)
+        except FaultError as exc:
+            await send_error(send, 400, str(exc))
+            return
+        self.faults.add(faults)
+        log.info("faults queued", extra={"faults": len(faults), "pending": len(self.faults)})
+        await send_bytes(send, 200, orjson.dumps({"pending_faults": self.faults.pending()}))
+
+    async def list_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, orjson.dumps({"pending_faults": self.faults.pending()}))
+
+    async def clear_faults(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.faults.clear()
+        await send_bytes(send, 200, b'{"pending_faults":[]}')
+
+    async def get_stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, orjson.dumps(self.stats.as_dict(self.faults)))
+
+    async def reset(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.faults.clear()
+        self.stats = Stats()
+        await send_bytes(send, 200, orjson.dumps(self.stats.as_dict(self.faults)))
+
+    async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, b'{"status":"ok"}')
