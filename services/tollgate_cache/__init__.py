@@ -1,0 +1,1 @@
+"""The prompt/response cache service: exact keys, TTL, LRU by bytes, memory or Redis."""
