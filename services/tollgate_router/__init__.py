@@ -1,0 +1,1 @@
+"""The router: classifies requests and picks the cheapest model chain from the policy."""
