@@ -1,0 +1,178 @@
+"""Orchestrator settings (env prefix ``TOLLGATE_ORCHESTRATOR_``) and API key loading.
+
+Everything is validated once at start; a bad value stops the process with a
+message naming the field, never the secret it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from tollgate_common.config import ConfigError, ServiceSettings
+from tollgate_common.policy import DEFAULT_POLICY_FILE
+
+log = logging.getLogger(__name__)
+
+DEV_TENANT = "dev"
+DEV_KEY = "sk-tollgate-dev"
+
+
+class BudgetSpec(BaseModel):
+    """A USD budget for one tenant and period."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(min_length=1, max_length=128)
+    period: Literal["day", "month"]
+    limit_usd: float = Field(ge=0)
+    action: Literal["reject", "downgrade"] = "reject"
+    thresholds: tuple[float, ...] = ()
+    source: str = "config"
+
+
+class OrchestratorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLGATE_ORCHESTRATOR_", extra="forbid", validate_default=True
+    )
+
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    router_addr: str = "127.0.0.1:50051"
+    cache_addr: str = "127.0.0.1:50052"
+    # Peers are asked with short deadlines: a slow peer degrades, it never stalls a request.
+    # TLS to the router and cache: the CA that signed their certificates, and for mutual
+    # TLS this client's certificate and key (PEM files, e.g. mounted from a Secret).
+    peer_tls_ca: Path | None = None
+    peer_tls_cert: Path | None = None
+    peer_tls_key: Path | None = None
+    router_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    cache_timeout_seconds: float = Field(default=0.1, gt=0, le=10)
+    policy_file: Path = DEFAULT_POLICY_FILE
+    # Every provider goes to this base URL when set (make run and the tests: the simulator).
+    upstream_base_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Per attempt; for streams it bounds each wait for the next chunk (an idle timeout).
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # One deadline for the whole request before its first byte: attempts, backoff, fallbacks.
+    request_deadline_seconds: float = Field(default=120.0, gt=0)
+    retry_max_attempts: int = Field(default=2, ge=1, le=10)  # per model, first try included
+    retry_total_attempts: int = Field(default=4, ge=1, le=20)  # across the whole chain
+    retry_base_backoff_seconds: float = Field(default=0.1, ge=0)
+    retry_max_backoff_seconds: float = Field(default=2.0, ge=0)
+    # A longer Retry-After is not waited for: the request falls back at once.
+    retry_after_cap_seconds: float = Field(default=10.0, ge=0)
+    # Retries in flight may not exceed this share of requests in flight (Envoy's budget).
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_min: int = Field(default=3, ge=0)
+    breaker_consecutive_failures: int = Field(default=5, ge=1)
+    breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    breaker_window_seconds: float = Field(default=30.0, gt=0)
+    breaker_min_requests: int = Field(default=10, ge=1)
+    breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+    # Keys: "tenant:key,tenant2:key2" from env, or a YAML mapping tenant -> key (or list
+    # of keys) in a file mounted from a Secret. Neither: the dev key, for local use only.
+    api_keys: Annotated[SecretStr | None, NoDecode] = None
+    api_keys_file: Path | None = None
+    budgets: list[BudgetSpec] = []
+    redis_url: SecretStr | None = None  # shared budget counters across replicas
+    redis_timeout_seconds: float = Field(default=0.2, gt=0, le=5)
+    budget_unchecked_policy: Literal["allow", "refuse"] = "allow"
+    # Completion tokens assumed by the budget estimate when the request sets no max_tokens.
+    budget_default_completion_tokens: int = Field(default=512, ge=1)
+    max_concurrency: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_messages: int = Field(default=2048, ge=1)
+    max_tokens_cap: int = Field(default=131_072, ge=1)
+    max_n: int = Field(default=8, ge=1)
+    cache_opt_in_header: str = Field(default="x-tollgate-cache-opt-in", min_length=1)
+    # Seconds between readiness going false and the listeners closing (endpoint removal).
+    drain_seconds: float = Field(default=0.0, ge=0)
+    probe_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("cache_opt_in_header")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _check(self) -> OrchestratorSettings:
+        seen: set[tuple[str, str]] = set()
+        for i, b in enumerate(self.budgets):
+            if (b.tenant, b.period) in seen:
+                raise ValueError(f"budgets[{i}]: a second {b.period} budget for {b.tenant!r}")
+            seen.add((b.tenant, b.period))
+        if (self.peer_tls_cert is None) != (self.peer_tls_key is None):
+            raise ValueError("peer_tls_cert: set together with peer_tls_key")
+        if self.peer_tls_cert is not None and self.peer_tls_ca is None:
+            raise ValueError("peer_tls_ca: required when a client certificate is set")
+        if self.retry_max_backoff_seconds < self.retry_base_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds: below retry_base_backoff_seconds")
+        if self.api_keys is not None:
+            parse_key_pairs(self.api_keys.get_secret_value())  # fail at start, not per request
+        return self
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_key_pairs(text: str) -> list[tuple[str, str]]:
+    """``tenant:key,tenant2:key2`` -> pairs. Errors name the entry, never the key."""
+    pairs = []
+    for i, item in enumerate(p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        tenant, sep, key = item.partition(":")
+        tenant, key = tenant.strip(), key.strip()
+        if not sep or not tenant or not key:
+            raise ValueError(f"api_keys: entry {i} is not 'tenant:key'")
+        pairs.append((tenant, key))
+    if not pairs:
+        raise ValueError("api_keys: set but empty")
+    return pairs
+
+
+def _file_pairs(path: Path) -> list[tuple[str, str]]:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"api_keys_file={path}: cannot read: {type(exc).__name__}") from exc
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"api_keys_file={path}: expected a mapping tenant -> key")
+    pairs = []
+    for tenant, value in data.items():
+        keys = value if isinstance(value, list) else [value]
+        for key in keys:
+            if not isinstance(key, str) or not key.strip():
+                raise ConfigError(f"api_keys_file={path}: {tenant}: key must be a string")
+            pairs.append((str(tenant), key.strip()))
+    return pairs
+
+
+def load_keys(settings: OrchestratorSettings) -> tuple[dict[bytes, str], bool]:
+    """API keys as {sha256 digest: tenant}, and whether the dev key is in use."""
+    pairs: list[tuple[str, str]] = []
+    if settings.api_keys is not None:
+        try:
+            pairs += parse_key_pairs(settings.api_keys.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    if settings.api_keys_file is not None:
+        pairs += _file_pairs(settings.api_keys_file)
+    dev = not pairs
+    if dev:
+        pairs = [(DEV_TENANT, DEV_KEY)]
+    keys: dict[bytes, str] = {}
+    for tenant, key in pairs:
+        d = digest(key)
+        if d in keys and keys[d] != tenant:
+            raise ConfigError(f"api_keys: one key is configured for {keys[d]!r} and {tenant!r}")
+        keys[d] = tenant
+    return keys, dev

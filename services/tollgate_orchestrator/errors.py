@@ -1,0 +1,122 @@
+"""OpenAI-shaped errors: one exception type, one body builder, one gRPC mapping.
+
+Every error leaves as ``{"error": {"message", "type", "param", "code"}}`` with real
+JSON values or null, whatever raised it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import orjson
+
+INVALID = "invalid_request_error"
+SERVER = "server_error"
+
+_GRPC_CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = INVALID,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+        self.reason = reason  # a bounded label value for tollgate_http_rejections_total
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.param, self.code)
+
+    def grpc_code(self) -> grpc.StatusCode:
+        return grpc_code_for(self.status)
+
+
+def grpc_code_for(status: int) -> grpc.StatusCode:
+    code = _GRPC_CODES.get(status)
+    if code is not None:
+        return code
+    return grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
+
+
+def error_body(
+    message: str, type_: str | None, param: str | None = None, code: str | int | None = None
+) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def bad_request(param: str | None, message: str, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code, reason="invalid")
+
+
+def _json_scalar(value: Any) -> str | int | None:
+    """Upstreams send odd things ("None", numbers); keep strings and ints, else null."""
+    if value is None or value == "None" or value == "":
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | str):
+        return value
+    return str(value)
+
+
+def upstream_error(status: int, body: object, headers: Mapping[str, str] | None = None) -> ApiError:
+    """An upstream 4xx passed through in OpenAI's shape, whatever shape it came in."""
+    err: Any = body.get("error", body) if isinstance(body, dict) else None
+    message = f"upstream returned {status}"
+    type_: str | None = INVALID if status < 500 else SERVER
+    param: str | int | None = None
+    code: str | int | None = None
+    if isinstance(err, dict):
+        if isinstance(err.get("message"), str) and err["message"]:
+            message = err["message"]
+        elif err.get("message") is not None:
+            message = orjson.dumps(err["message"]).decode()
+        t = _json_scalar(err.get("type"))
+        type_ = str(t) if t is not None else type_
+        param = _json_scalar(err.get("param"))
+        code = _json_scalar(err.get("code"))
+    elif isinstance(body, str) and body.strip():
+        message = body.strip()[:500]
+    e = ApiError(
+        status,
+        message,
+        type_=type_ or INVALID,
+        param=None if param is None else str(param),
+        headers=headers,
+        reason="upstream",
+    )
+    e.code = None if code is None else str(code)
+    return e

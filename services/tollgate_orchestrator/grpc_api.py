@@ -1,0 +1,133 @@
+"""The gRPC face: ``Complete`` (the HTTP path, non-streaming) and ``UpdateBudgets``.
+
+Errors leave as gRPC statuses (UNAUTHENTICATED, INVALID_ARGUMENT, NOT_FOUND,
+RESOURCE_EXHAUSTED, UNAVAILABLE, ...) whose details are the OpenAI error JSON.
+``UpdateBudgets`` is for the operator: like every internal RPC it is protected by
+the network (loopback locally, NetworkPolicy and optional mTLS in the cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import grpc
+import orjson
+
+from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from tollgate_common.logging import request_id_var
+from tollgate_orchestrator.config import BudgetSpec
+from tollgate_orchestrator.engine import Reply
+from tollgate_orchestrator.errors import ApiError
+from tollgate_orchestrator.gateway import Gateway, request_id
+from tollgate_orchestrator.validation import decode_json, parse_chat_request
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+
+
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def parse_budget(i: int, b: orchestrator_pb2.Budget) -> BudgetSpec:
+    where = f"budgets[{i}]"
+    if not b.tenant:
+        raise ValueError(f"{where}.tenant: required")
+    if b.period not in ("day", "month"):
+        raise ValueError(f"{where}.period: must be day or month")
+    if not math.isfinite(b.limit_usd) or b.limit_usd < 0:
+        raise ValueError(f"{where}.limit_usd: must be a finite number >= 0")
+    action = b.action or "reject"
+    if action not in ("reject", "downgrade"):
+        raise ValueError(f"{where}.action: must be reject or downgrade")
+    return BudgetSpec.model_validate(
+        {
+            "tenant": b.tenant,
+            "period": b.period,
+            "limit_usd": b.limit_usd,
+            "action": action,
+            "thresholds": tuple(b.thresholds),
+            "source": b.source or "grpc",
+        }
+    )
+
+
+class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def Complete(
+        self,
+        request: orchestrator_pb2.CompleteRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> orchestrator_pb2.CompleteResponse:
+        gw = self.gw
+        rid = request_id(_metadata(context, "x-request-id"))
+        token = request_id_var.set(rid)
+        try:
+            gw.slots.acquire()
+            try:
+                tenant = gw.keys.tenant_for(_metadata(context, "authorization"))
+                if len(request.request_json) > gw.settings.max_body_bytes:
+                    raise ApiError(
+                        413, "request_json is too large.", param="request_json", reason="size"
+                    )
+                data = decode_json(request.request_json)
+                if isinstance(data, dict):
+                    data.pop("stream", None)  # Complete does not stream: answer whole
+                req = parse_chat_request(data, gw.limits)
+                reply = await gw.engine.handle(req, tenant, rid)
+            finally:
+                gw.slots.release()
+        except ApiError as err:
+            if err.reason in ("auth", "size", "invalid", "not_found", "concurrency"):
+                gw.metrics.rejected(err.reason)
+            await context.abort(err.grpc_code(), err.body().decode())
+            raise AssertionError("unreachable") from None  # abort raises
+        finally:
+            request_id_var.reset(token)
+        assert isinstance(reply, Reply)
+        return orchestrator_pb2.CompleteResponse(
+            response_json=reply.body,
+            model=reply.model,
+            intent=reply.intent,
+            cache=reply.cache,
+            cost_usd=reply.cost,
+            request_id=rid,
+        )
+
+    async def UpdateBudgets(
+        self,
+        request: orchestrator_pb2.UpdateBudgetsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> orchestrator_pb2.UpdateBudgetsResponse:
+        try:
+            added = [parse_budget(i, b) for i, b in enumerate(request.budgets)]
+            removed = []
+            for i, ref in enumerate(request.removed):
+                if not ref.tenant or ref.period not in ("day", "month"):
+                    raise ValueError(f"removed[{i}]: needs a tenant and a period (day or month)")
+                removed.append((ref.tenant, ref.period))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        applied = self.gw.engine.budgets.update(added, removed)
+        log.info(
+            "budgets updated",
+            extra={"applied": applied, "budgets": len(self.gw.engine.budgets.specs)},
+        )
+        return orchestrator_pb2.UpdateBudgetsResponse(applied=applied)
+
+
+def error_json(details: str | None) -> dict[str, object]:
+    """The OpenAI error object inside a status's details (for clients and tests)."""
+    try:
+        data = orjson.loads(details or "")
+    except orjson.JSONDecodeError:
+        return {}
+    return data.get("error", {}) if isinstance(data, dict) else {}

@@ -1,0 +1,316 @@
+"""The OpenAI-compatible HTTP API (FastAPI): thin handlers over the engine.
+
+A pure-ASGI middleware (not BaseHTTPMiddleware, which buffers and slows streams)
+sets ``x-request-id``, records the HTTP metrics by route template, and turns any
+unexpected exception into an OpenAI-shaped 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response, StreamingResponse
+
+from tollgate_common.logging import request_id_var
+from tollgate_orchestrator import openapi
+from tollgate_orchestrator.engine import Reply, StreamReply
+from tollgate_orchestrator.errors import SERVER, ApiError, error_body
+from tollgate_orchestrator.gateway import Gateway, request_id
+from tollgate_orchestrator.validation import parse_body
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+ROUTES = (CHAT_PATH, MODELS_PATH, "/healthz", "/readyz", "/metrics")
+_JSON = "application/json"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
+
+
+def error_response(err: ApiError) -> Response:
+    return Response(err.body(), err.status, headers=err.headers, media_type=_JSON)
+
+
+class Observe:
+    """x-request-id, HTTP metrics and a last-resort error body, for every request."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        m = self.gw.metrics
+        start = time.perf_counter()
+        incoming = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                incoming = v.decode("latin-1")
+                break
+        rid = request_id(incoming)
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        rid_header = (b"x-request-id", rid.encode())
+        sizes = [0, 0]
+        status = [0]
+
+        async def counting_receive() -> Message:
+            msg = await receive()
+            if msg["type"] == "http.request":
+                sizes[0] += len(msg.get("body", b""))
+            return msg
+
+        async def tagging_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+                msg["headers"] = [*msg.get("headers", ()), rid_header]
+            elif msg["type"] == "http.response.body":
+                sizes[1] += len(msg.get("body", b""))
+            await send(msg)
+
+        m.http_in_flight.inc()
+        try:
+            await self.app(scope, counting_receive, tagging_send)
+        except Exception:
+            log.exception("unhandled error")
+            if status[0] == 0:
+                body = error_body("The server had an error processing your request.", SERVER)
+                await tagging_send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await tagging_send({"type": "http.response.body", "body": body})
+        finally:
+            m.http_in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", "other") if route is not None else "other"
+            elapsed = time.perf_counter() - start
+            m.http(scope["method"], template, status[0] or 500, elapsed, sizes[0], sizes[1])
+            request_id_var.reset(token)
+
+
+class SSEResponse(StreamingResponse):
+    """Streams a ``StreamReply``; afterwards its accounting runs and the slot frees,
+    whether the stream completed, failed, or the client went away."""
+
+    def __init__(self, reply: StreamReply, release: Callable[[], None]) -> None:
+        super().__init__(
+            reply.events,
+            media_type="text/event-stream",
+            headers={**reply.headers, **_SSE_HEADERS},
+        )
+        self._reply = reply
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self._reply.events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self._reply.close()
+            self._release()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` bytes."""
+    too_large = ApiError(
+        413,
+        f"The request body is larger than {limit} bytes.",
+        code="request_too_large",
+        reason="size",
+    )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], flag: list[bool]) -> None:
+    """Cancel ``task`` when the client goes away (the body is read by then)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            flag[0] = True
+            task.cancel()
+            return
+
+
+async def _run_watched(
+    request: Request, work: Awaitable[Reply | StreamReply]
+) -> Reply | StreamReply:
+    task = asyncio.current_task()
+    assert task is not None
+    flag = [False]
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, task, flag))
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if flag[0]:
+            task.uncancel()
+            raise _Disconnected from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def build_app(gw: Gateway) -> FastAPI:
+    s = gw.settings
+    app = FastAPI(
+        title="tollgate",
+        version="1.0.0",
+        description="An OpenAI-compatible LLM gateway: cheapest-model routing, a prompt cache "
+        "and cost accounting.",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        err = ApiError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+        if exc.status_code == 404:
+            gw.metrics.rejected("not_found")
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        loc = errors[0].get("loc", ()) if errors else ()
+        param = ".".join(str(p) for p in loc[1:]) or None
+        gw.metrics.rejected("invalid")
+        return error_response(ApiError(400, "Invalid request.", param=param))
+
+    @app.post(
+        CHAT_PATH,
+        openapi_extra=openapi.chat_operation(s.max_messages, s.max_tokens_cap, s.max_n),
+        response_class=Response,
+        summary="Create a chat completion (OpenAI-compatible)",
+    )
+    async def chat_completions(request: Request) -> Response:
+        try:
+            gw.slots.acquire()
+        except ApiError as err:
+            gw.metrics.rejected(err.reason)
+            return error_response(err)
+        handed_over = False
+        try:
+            tenant = gw.keys.tenant_for(request.headers.get("authorization"))
+            raw = await read_body(request, s.max_body_bytes)
+            req = parse_body(raw, gw.limits)
+            opt_in = request.headers.get(s.cache_opt_in_header, "").lower() in ("1", "true", "yes")
+            work = gw.engine.handle(
+                req,
+                tenant,
+                request.scope["state"]["request_id"],
+                request.headers.get("cache-control"),
+                opt_in,
+            )
+            reply = await _run_watched(request, work)
+            if isinstance(reply, StreamReply):
+                handed_over = True
+                return SSEResponse(reply, gw.slots.release)
+            return Response(reply.body, 200, headers=reply.headers, media_type=_JSON)
+        except ApiError as err:
+            if err.reason in ("auth", "size", "invalid", "not_found"):
+                gw.metrics.rejected(err.reason)
+            return error_response(err)
+        except _Disconnected:
+            return Response(b"", CLIENT_CLOSED)
+        finally:
+            if not handed_over:
+                gw.slots.release()
+
+    @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)
+    async def models(request: Request) -> Response:
+        try:
+            gw.keys.tenant_for(request.headers.get("authorization"))
+        except ApiError as err:
+            gw.metrics.rejected(err.reason)
+            return error_response(err)
+        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tollgate"}]
+        data += [
+            {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
+            for name, entry in gw.policy.models.items()
+        ]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+    @app.get(
+        "/healthz",
+        response_class=Response,
+        openapi_extra=openapi.probe_operation("The process is alive."),
+    )
+    async def healthz() -> Response:
+        """The process is alive; dependencies do not matter here."""
+        return Response(b'{"status":"ok"}', media_type=_JSON)
+
+    @app.get(
+        "/readyz",
+        response_class=Response,
+        openapi_extra=openapi.probe_operation("Readiness and dependency state.", ("200", "503")),
+    )
+    async def readyz() -> Response:
+        """Ready unless starting or draining; the body lists dependency state."""
+        ok, body = gw.readiness()
+        return Response(orjson.dumps(body), 200 if ok else 503, media_type=_JSON)
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        openapi_extra={
+            "responses": {
+                "200": {
+                    "description": "Prometheus exposition.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            }
+        },
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.fam.registry), media_type=CONTENT_TYPE_LATEST)
+
+    base_openapi = app.openapi
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.bearer_security(base_openapi(), [CHAT_PATH, MODELS_PATH])
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    app.add_middleware(Observe, gateway=gw)
+    return app

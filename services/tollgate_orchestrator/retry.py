@@ -1,0 +1,136 @@
+"""Retry decisions: which failures retry, how long to wait, and a retry budget. Pure.
+
+Backoff is exponential with full jitter (Envoy's default). A Retry-After from the
+upstream is honoured when it is within the cap; a longer one is not waited for,
+the request falls back to the next model at once. Every wait must also fit in
+what is left of the request's deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+# error classes, also the bounded values of the error_class / reason labels
+RATE_LIMIT = "rate_limit"
+SERVER = "server_error"
+TIMEOUT = "timeout"
+CONNECTION = "connection"
+CLIENT = "client_error"
+PROTOCOL = "protocol"
+CIRCUIT_OPEN = "circuit_open"
+ERROR_CLASSES = (RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, CLIENT, PROTOCOL)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed upstream attempt."""
+
+    error_class: str
+    status: int | None = None
+    retry_after: float | None = None
+    body: object = None  # the upstream's error body, for pass-through
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class in (RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, PROTOCOL)
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        # A client's bad request says nothing about the model's health.
+        return self.retryable
+
+
+def classify_status(status: int) -> str:
+    if status == 429:
+        return RATE_LIMIT
+    if status >= 500 or status == 408:
+        return SERVER
+    return CLIENT
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+            return value if value >= 0 else None
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        value = float(ra)
+        return value if value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts_per_model: int = 2
+    total_attempts: int = 4
+    base_backoff: float = 0.1
+    max_backoff: float = 2.0
+    retry_after_cap: float = 10.0
+
+    def backoff(self, retry_number: int, rand: Callable[[], float]) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(n-1))] for the n-th retry (n >= 1)."""
+        ceiling = min(self.max_backoff, self.base_backoff * 2.0 ** max(0, retry_number - 1))
+        return ceiling * rand()
+
+    def retry_delay(
+        self,
+        failure: Failure,
+        attempts_on_model: int,
+        attempts_total: int,
+        remaining: float,
+        rand: Callable[[], float],
+    ) -> float | None:
+        """Seconds to wait before trying the same model again, or None to move on.
+
+        ``attempts_*`` count the attempts already made; ``remaining`` is what is
+        left of the deadline. Moving on means: fall back, or give up at the end.
+        """
+        if not failure.retryable:
+            return None
+        if attempts_on_model >= self.max_attempts_per_model:
+            return None
+        if attempts_total >= self.total_attempts:
+            return None
+        if failure.retry_after is not None:
+            if failure.retry_after > self.retry_after_cap:
+                return None
+            delay = failure.retry_after
+        else:
+            delay = self.backoff(attempts_on_model, rand)
+        # Waiting is only worth it when an attempt still fits after the wait.
+        if delay >= remaining:
+            return None
+        return delay
+
+
+class RetryBudget:
+    """Retries in flight may not exceed ``ratio`` of requests in flight (at least ``minimum``).
+
+    Stops retry storms: when a model fails for everyone, most requests fall back
+    instead of piling retries onto it.
+    """
+
+    def __init__(self, ratio: float, minimum: int) -> None:
+        self.ratio = ratio
+        self.minimum = minimum
+        self.requests = 0
+        self.retries = 0
+
+    def allows(self) -> bool:
+        return self.retries < max(self.minimum, int(self.requests * self.ratio))

@@ -1,0 +1,250 @@
+"""Assemble the orchestrator and run HTTP and gRPC in one process and one event loop.
+
+One uvicorn worker per process, on purpose: a pod runs one process and scales with
+replicas. Several workers would each hold their own registry (scrapes would
+undercount and gauges flip-flop), and prometheus_client's multiprocess mode cannot
+run the process collectors or remove label sets. Budget counters that must be
+shared across replicas live in Redis.
+
+SIGTERM: readiness goes false and gRPC health NOT_SERVING at once; after
+``drain_seconds`` (time for endpoints to be removed) both servers stop taking new
+work, and in-flight requests and streams get ``grace_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from tollgate.cache.v1 import cache_pb2_grpc
+from tollgate.orchestrator.v1 import orchestrator_pb2_grpc
+from tollgate.router.v1 import router_pb2_grpc
+from tollgate_common.grpc.channel import make_channel
+from tollgate_common.grpc.server import GrpcServer, start_grpc_server
+from tollgate_common.metrics import Families, create_families
+from tollgate_common.policy import load_policy
+from tollgate_orchestrator.auth import KeyRing
+from tollgate_orchestrator.breaker import BreakerConfig, CircuitBreaker
+from tollgate_orchestrator.budget import Budgets, BudgetStore, MemoryStore, RedisStore
+from tollgate_orchestrator.config import OrchestratorSettings, load_keys
+from tollgate_orchestrator.deps import CacheClient, RouterClient, Targets
+from tollgate_orchestrator.engine import Engine
+from tollgate_orchestrator.gateway import Gateway, Slots
+from tollgate_orchestrator.grpc_api import SERVICE_NAME, OrchestratorService
+from tollgate_orchestrator.http_api import ROUTES, build_app
+from tollgate_orchestrator.metrics import OrchestratorMetrics
+from tollgate_orchestrator.upstream import Upstreams
+from tollgate_orchestrator.validation import Limits
+
+log = logging.getLogger("tollgate.orchestrator")
+
+# Dependency breakers: a dead router or cache costs one short timeout now and then,
+# not one per request.
+DEPENDENCY_BREAKER = BreakerConfig(
+    consecutive_failures=3,
+    failure_ratio=1.0,
+    window_seconds=10,
+    min_requests=10,
+    cooldown_seconds=2.0,
+)
+
+
+class Parts:
+    """Everything built from the settings; closed in reverse on the way out."""
+
+    def __init__(self, settings: OrchestratorSettings, registry: CollectorRegistry | None) -> None:
+        self.settings = s = settings
+        self.policy = load_policy(s.policy_file)
+        digests, self.dev_key = load_keys(s)
+        self.families: Families = create_families("orchestrator", registry)
+        models = {name: m.provider for name, m in self.policy.models.items()}
+        self.metrics = OrchestratorMetrics(
+            self.families,
+            models=models,
+            tenants=sorted(set(digests.values())),
+            routes=ROUTES,
+            budget_store=s.redis_url is not None,
+        )
+        tls = {"tls_ca": s.peer_tls_ca, "tls_cert": s.peer_tls_cert, "tls_key": s.peer_tls_key}
+        self.router_channel = make_channel(
+            s.router_addr, default_timeout=s.router_timeout_seconds, families=self.families, **tls
+        )
+        self.cache_channel = make_channel(
+            s.cache_addr, default_timeout=s.cache_timeout_seconds, families=self.families, **tls
+        )
+        targets = Targets(self.policy)
+        router = RouterClient(
+            router_pb2_grpc.RouterStub(self.router_channel),
+            targets,
+            s.router_timeout_seconds,
+            CircuitBreaker(DEPENDENCY_BREAKER),
+            self.metrics,
+        )
+        cache = CacheClient(
+            cache_pb2_grpc.CacheStub(self.cache_channel),
+            s.cache_timeout_seconds,
+            CircuitBreaker(DEPENDENCY_BREAKER),
+            self.metrics,
+        )
+        self.store: BudgetStore = (
+            RedisStore(
+                s.redis_url.get_secret_value(),
+                s.redis_timeout_seconds,
+                CircuitBreaker(DEPENDENCY_BREAKER),
+            )
+            if s.redis_url is not None
+            else MemoryStore()
+        )
+        budgets = Budgets(s.budgets, self.store, s.budget_unchecked_policy, self.metrics)
+        self.upstreams = Upstreams(
+            self.policy,
+            base_url=s.upstream_base_url,
+            connect_timeout=s.upstream_connect_timeout_seconds,
+            read_timeout=s.upstream_timeout_seconds,
+        )
+        self.engine = Engine(
+            settings=s,
+            policy=self.policy,
+            router=router,
+            cache=cache,
+            upstreams=self.upstreams,
+            budgets=budgets,
+            metrics=self.metrics,
+        )
+        self.gateway = Gateway(
+            settings=s,
+            policy=self.policy,
+            engine=self.engine,
+            keys=KeyRing(digests),
+            metrics=self.metrics,
+            limits=Limits(s.max_messages, s.max_tokens_cap, s.max_n),
+            slots=Slots(s.max_concurrency),
+        )
+        self.gateway.dependencies = {"router": True, "cache": True}
+        if s.redis_url is not None:
+            self.gateway.dependencies["budget_store"] = True
+
+    async def close(self) -> None:
+        await self.engine.drain_background(1.0)
+        await self.upstreams.close()
+        await self.store.close()
+        await self.router_channel.close()
+        await self.cache_channel.close()
+
+
+async def _grpc_up(channel: grpc.aio.Channel, seconds: float) -> bool:
+    try:
+        resp = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=seconds
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def probe_dependencies(parts: Parts, interval: float) -> None:
+    """Keep readiness details and ``tollgate_dependency_up`` current between requests."""
+    s, gw, m = parts.settings, parts.gateway, parts.metrics
+    while True:
+        results = await asyncio.gather(
+            _grpc_up(parts.router_channel, max(s.router_timeout_seconds, 0.5)),
+            _grpc_up(parts.cache_channel, max(s.cache_timeout_seconds, 0.5)),
+            parts.store.ping(),
+        )
+        for name, up in zip(("router", "cache", "budget_store"), results, strict=True):
+            if name in gw.dependencies:
+                gw.dependencies[name] = up
+                m.set_up(name, up)
+        await asyncio.sleep(interval)
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Signals are ours: readiness and gRPC health must flip before uvicorn stops.
+        yield
+
+
+async def serve(settings: OrchestratorSettings) -> int:
+    parts = Parts(settings, None)
+    if parts.dev_key:
+        log.warning(
+            "no API keys configured: using the dev key for tenant 'dev'; for local use only"
+        )
+    gw = parts.gateway
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(gw), server)
+        return [SERVICE_NAME]
+
+    # Bind HTTP first and ourselves: a taken port is one clear error, before anything runs.
+    try:
+        sock = socket.create_server((settings.host, settings.http_port), backlog=4096)
+    except OSError as exc:
+        await parts.close()
+        raise OSError(f"HTTP {settings.host}:{settings.http_port}: {exc.strerror}") from None
+    try:
+        grpc_server: GrpcServer = await start_grpc_server(
+            settings=settings, port=settings.grpc_port, families=parts.families, register=register
+        )
+    except (OSError, RuntimeError) as exc:  # grpc reports a taken port as RuntimeError
+        sock.close()
+        await parts.close()
+        raise OSError(f"gRPC {settings.host}:{settings.grpc_port}: cannot bind") from exc
+    config = uvicorn.Config(
+        build_app(gw),
+        host=settings.host,
+        port=settings.http_port,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, int(settings.grace_seconds)),
+        backlog=4096,
+        timeout_keep_alive=30,
+    )
+    http = _Uvicorn(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    http_task = loop.create_task(http.serve(sockets=[sock]))
+    probe = loop.create_task(probe_dependencies(parts, settings.probe_interval_seconds))
+    stop_task = loop.create_task(stop.wait())
+    while not http.started and not http_task.done():  # noqa: ASYNC110 - uvicorn has only a flag
+        await asyncio.sleep(0.01)
+    gw.ready = http.started
+    log.info(
+        "orchestrator serving",
+        extra={"http": f"{settings.host}:{settings.http_port}", "grpc_port": grpc_server.port},
+    )
+    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if http_task.done():  # uvicorn gave up (e.g. the port was taken)
+        code = 1
+    log.info("stopping", extra={"grace_seconds": settings.grace_seconds})
+    gw.draining = True
+    await grpc_server.set_serving(False)
+    if settings.drain_seconds and code == 0:
+        await asyncio.sleep(settings.drain_seconds)
+    http.should_exit = True
+    results = await asyncio.gather(
+        http_task, grpc_server.stop(settings.grace_seconds), return_exceptions=True
+    )
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+            code = code or 1
+    probe.cancel()
+    stop_task.cancel()
+    await parts.close()
+    return code

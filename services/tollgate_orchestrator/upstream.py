@@ -1,0 +1,226 @@
+"""Upstream calls through the official SDK: one ``AsyncOpenAI`` per provider, made at start.
+
+The SDK's own retries are off (``max_retries=0``): the orchestrator is the only
+retry loop. Responses are taken raw (``httpx2.Response``) so the upstream JSON is
+forwarded byte for byte, never parsed into pydantic models and dumped again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+from openai import AsyncOpenAI, DefaultAioHttpClient
+
+from tollgate_common.policy import ModelEntry, Policy
+from tollgate_orchestrator.retry import (
+    CONNECTION,
+    PROTOCOL,
+    SERVER,
+    TIMEOUT,
+    Failure,
+    classify_status,
+    parse_retry_after,
+)
+from tollgate_orchestrator.sse import DONE, LineSplitter, data_of
+
+# Asks the SDK for the unread response: the body is streamed or read by us.
+_RAW = {"Content-Type": "application/json", "X-Stainless-Raw-Response": "stream"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model of a chain: where it runs and what it costs."""
+
+    name: str
+    provider: str
+    upstream_model: str
+    entry: ModelEntry  # prices, for tollgate_common.policy.cost_usd
+    context_window: int = 128_000
+
+
+class AttemptFailed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error_class)
+        self.failure = failure
+
+
+def _status_failure(exc: openai.APIStatusError) -> Failure:
+    headers: Mapping[str, str] = exc.response.headers if exc.response is not None else {}
+    return Failure(
+        classify_status(exc.status_code),
+        status=exc.status_code,
+        retry_after=parse_retry_after(headers),
+        body=exc.body,
+    )
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """Map what the SDK, httpx2 or our own deadline raised to a failure class."""
+    if isinstance(exc, openai.APIStatusError):
+        return _status_failure(exc)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
+        return Failure(TIMEOUT)
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError | ConnectionError):
+        return Failure(CONNECTION)
+    return Failure(PROTOCOL)
+
+
+class UpstreamStream:
+    """An upstream SSE response whose first chunk has arrived; yields data payloads."""
+
+    def __init__(self, response: httpx2.Response, first: list[bytes], rest: AsyncIterator[bytes]):
+        self.response = response
+        self.first = first  # payloads read before the first content chunk, that one included
+        self._rest = rest
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._rest
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self.response.aclose()
+
+
+async def _payloads(response: httpx2.Response) -> AsyncIterator[bytes]:
+    splitter = LineSplitter()
+    async for data in response.aiter_bytes():
+        for line in splitter.feed(data):
+            payload = data_of(line)
+            if payload:
+                yield payload
+    tail = data_of(splitter.pending.rstrip(b"\r"))
+    if tail:
+        yield tail
+
+
+def _is_error_payload(payload: bytes) -> bool:
+    return payload.startswith(b'{"error"') or payload.startswith(b'{ "error"')
+
+
+class Upstreams:
+    """The SDK clients, one per provider, created once."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        base_url: str | None,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self._base_url = base_url
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._clients: dict[str, AsyncOpenAI] = {}
+        for name, provider in policy.providers.items():
+            key = os.environ.get(provider.api_key_env, "") if provider.api_key_env else ""
+            self._clients[name] = self._make(base_url or provider.base_url, key)
+
+    def _make(self, base_url: str, api_key: str) -> AsyncOpenAI:
+        return AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "unused",  # local servers need none; the SDK needs a value
+            max_retries=0,
+            http_client=DefaultAioHttpClient(),
+        )
+
+    def client(self, provider: str) -> AsyncOpenAI | None:
+        c = self._clients.get(provider)
+        if c is None and self._base_url is not None and len(self._clients) < 64:
+            # A provider pushed in a newer router policy: with one base URL for all, serve it.
+            c = self._clients[provider] = self._make(self._base_url, "")
+        return c
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+
+    def _timeout(self, budget: float, stream: bool) -> httpx2.Timeout:
+        # A stream's reads wait for the next chunk: the idle timeout, not the deadline,
+        # which only bounds the wait for the first chunk (asyncio.timeout around it).
+        read = self.read_timeout if stream else min(self.read_timeout, budget)
+        return httpx2.Timeout(read, connect=min(self.connect_timeout, budget))
+
+    async def _open(
+        self, target: Target, payload: bytes, budget: float, stream: bool = False
+    ) -> httpx2.Response:
+        client = self.client(target.provider)
+        if client is None:
+            raise AttemptFailed(Failure(CONNECTION))
+        try:
+            response: httpx2.Response = await client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                content=payload,
+                options={"headers": _RAW, "timeout": self._timeout(budget, stream)},
+            )
+        except (openai.APIError, httpx2.HTTPError, OSError) as exc:
+            raise AttemptFailed(failure_of(exc)) from exc
+        return response
+
+    async def complete(
+        self, target: Target, payload: bytes, budget: float
+    ) -> tuple[bytes, dict[str, Any]]:
+        """One non-streaming attempt within ``budget`` seconds: (raw body, parsed body)."""
+        try:
+            async with asyncio.timeout(budget):
+                response = await self._open(target, payload, budget)
+                try:
+                    raw = await response.aread()
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise AttemptFailed(Failure(TIMEOUT)) from exc
+        except (httpx2.HTTPError, OSError) as exc:
+            raise AttemptFailed(failure_of(exc)) from exc
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise AttemptFailed(Failure(PROTOCOL)) from exc
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+            raise AttemptFailed(Failure(PROTOCOL))
+        return raw, parsed
+
+    async def stream(self, target: Target, payload: bytes, budget: float) -> UpstreamStream:
+        """Open a stream and wait for its first chunk, all within ``budget`` seconds.
+
+        Until that chunk nothing has reached the client, so any failure here may
+        be retried or fall back.
+        """
+        response: httpx2.Response | None = None
+        rest: AsyncIterator[bytes] | None = None
+        try:
+            async with asyncio.timeout(budget):
+                response = await self._open(target, payload, budget, stream=True)
+                rest = _payloads(response)
+                first: list[bytes] = []
+                async for p in rest:
+                    if p == DONE or _is_error_payload(p):
+                        raise AttemptFailed(Failure(SERVER if p != DONE else PROTOCOL))
+                    first.append(p)
+                    if b'"choices":[]' not in p and b'"choices": []' not in p:
+                        break
+                else:
+                    raise AttemptFailed(Failure(PROTOCOL))  # ended before any chunk
+                return UpstreamStream(response, first, rest)
+        except BaseException as exc:
+            if rest is not None:
+                await rest.aclose()  # type: ignore[attr-defined]
+            if response is not None:
+                await response.aclose()
+            if isinstance(exc, AttemptFailed | asyncio.CancelledError):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise AttemptFailed(Failure(TIMEOUT)) from exc
+            if isinstance(exc, httpx2.HTTPError | OSError):
+                raise AttemptFailed(failure_of(exc)) from exc
+            raise

@@ -1,0 +1,176 @@
+"""The HTTP face in process: OpenAI-shaped errors, limits, request ids, probes, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tollgate_common.config import load_settings
+from tollgate_orchestrator.config import DEV_KEY, OrchestratorSettings
+from tollgate_orchestrator.http_api import build_app
+from tollgate_orchestrator.server import Parts
+from tools.stack import free_port
+
+AUTH = {"authorization": f"Bearer {DEV_KEY}"}
+
+
+@pytest.fixture
+async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx2.AsyncClient, Parts]]:
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("TOLLGATE_"):
+            monkeypatch.delenv(k)
+    dead = f"127.0.0.1:{free_port()}"
+    settings = load_settings(
+        OrchestratorSettings,
+        "orchestrator",
+        router_addr=dead,
+        cache_addr=dead,
+        upstream_base_url=f"http://{dead}/v1",
+        max_body_bytes=4096,
+        request_deadline_seconds=2,
+    )
+    parts = Parts(settings, CollectorRegistry())
+    parts.gateway.ready = True
+    app = build_app(parts.gateway)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://gw") as client:
+        yield client, parts
+    await parts.close()
+
+
+def error_of(resp: httpx2.Response) -> dict[str, object]:
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.headers.get("x-request-id")
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert isinstance(err["message"], str)
+    for k in ("type", "param", "code"):
+        assert err[k] is None or (isinstance(err[k], str) and err[k] != "None")
+    return err  # type: ignore[no-any-return]
+
+
+async def test_auth_errors_are_401_and_alike(rig) -> None:
+    client, _ = rig
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    missing = await client.post("/v1/chat/completions", json=body)
+    wrong = await client.post(
+        "/v1/chat/completions", json=body, headers={"authorization": "Bearer sk-nope"}
+    )
+    for resp in (missing, wrong):
+        assert resp.status_code == 401
+        assert error_of(resp)["code"] == "invalid_api_key"
+        assert resp.headers["x-should-retry"] == "false"
+    assert (await client.get("/v1/models")).status_code == 401
+
+
+async def test_bad_bodies_are_400_naming_the_field(rig) -> None:
+    client, _ = rig
+    cases = [
+        (b"{oops", None),
+        (b"\xff\xfe\x00", None),
+        (b'{"model": "auto", "messages": []}', "messages"),
+        (b'{"model": "auto", "messages": [{"role": "x", "content": "a"}]}', "messages[0].role"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "a"}], "stream": "1"}',
+            "stream",
+        ),
+    ]
+    for raw, param in cases:
+        resp = await client.post("/v1/chat/completions", content=raw, headers=AUTH)
+        assert resp.status_code == 400, raw
+        assert error_of(resp)["param"] == param
+
+
+async def test_body_over_the_limit_is_413(rig) -> None:
+    client, parts = rig
+    big = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 5000}]})
+    resp = await client.post("/v1/chat/completions", content=big, headers=AUTH)
+    assert resp.status_code == 413
+    assert error_of(resp)["code"] == "request_too_large"
+
+    async def chunked() -> AsyncIterator[bytes]:  # no content-length: counted as it comes
+        for _ in range(10):
+            yield b" " * 1000
+
+    resp = await client.post("/v1/chat/completions", content=chunked(), headers=AUTH)
+    assert resp.status_code == 413
+    assert parts.gateway.slots.used == 0
+
+
+async def test_unknown_routes_and_methods_are_openai_shaped(rig) -> None:
+    client, _parts = rig
+    resp = await client.get("/v1/nope/12345")
+    assert resp.status_code == 404
+    error_of(resp)
+    resp = await client.get("/v1/chat/completions")
+    assert resp.status_code == 405
+    error_of(resp)
+    text = (await client.get("/metrics")).text
+    assert 'route="other"' in text
+    assert "/v1/nope" not in text  # raw paths never become labels
+
+
+async def test_request_id_is_honoured_or_made(rig) -> None:
+    client, _ = rig
+    resp = await client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert resp.headers["x-request-id"] == "abc-123"
+    resp = await client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
+    assert resp.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(resp.headers["x-request-id"]) == 32
+
+
+async def test_concurrency_cap_refuses_at_once(rig) -> None:
+    client, parts = rig
+    parts.gateway.slots.used = parts.gateway.slots.limit
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "1"
+    assert error_of(resp)["code"] == "overloaded"
+    parts.gateway.slots.used = 0
+
+
+async def test_dead_upstream_is_a_clean_5xx_and_router_down_degrades(rig) -> None:
+    client, _parts = rig
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert resp.status_code in (502, 504)
+    error_of(resp)
+    resp = await client.post(
+        "/v1/chat/completions", json={**body, "model": "no-such-model"}, headers=AUTH
+    )
+    assert resp.status_code == 404
+    assert error_of(resp)["code"] == "model_not_found"
+    assert error_of(resp)["param"] == "model"
+    text = (await client.get("/metrics")).text
+    assert 'tollgate_degraded_total{dependency="router"' in text
+
+
+async def test_probes_and_models(rig) -> None:
+    client, parts = rig
+    assert (await client.get("/healthz")).status_code == 200
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    parts.gateway.draining = True
+    assert (await client.get("/readyz")).status_code == 503
+    assert (await client.get("/healthz")).status_code == 200
+    parts.gateway.draining = False
+    models = (await client.get("/v1/models", headers=AUTH)).json()
+    ids = {m["id"] for m in models["data"]}
+    assert {"auto", "gpt-4o-mini"} <= ids
+
+
+async def test_openapi_describes_the_chat_body_and_the_key(rig) -> None:
+    client, _ = rig
+    schema = (await client.get("/openapi.json")).json()
+    op = schema["paths"]["/v1/chat/completions"]["post"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["model", "messages"]
+    assert op["security"] == [{"bearerAuth": []}]
+    assert {"400", "401", "404", "413", "429"} <= set(op["responses"])

@@ -1,0 +1,98 @@
+"""Retry decisions: which failures retry, the backoff schedule, Retry-After, the budget."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from tollgate_orchestrator.retry import (
+    CLIENT,
+    CONNECTION,
+    RATE_LIMIT,
+    SERVER,
+    TIMEOUT,
+    Failure,
+    RetryBudget,
+    RetryPolicy,
+    classify_status,
+    parse_retry_after,
+)
+
+POLICY = RetryPolicy(
+    max_attempts_per_model=3,
+    total_attempts=5,
+    base_backoff=0.1,
+    max_backoff=0.5,
+    retry_after_cap=5,
+)
+
+
+def one() -> float:
+    return 1.0
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (429, RATE_LIMIT),
+        (500, SERVER),
+        (503, SERVER),
+        (408, SERVER),
+        (400, CLIENT),
+        (401, CLIENT),
+        (404, CLIENT),
+        (422, CLIENT),
+    ],
+)
+def test_status_classes(status: int, cls: str) -> None:
+    assert classify_status(status) == cls
+    assert Failure(cls).retryable == (cls != CLIENT)
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    assert [POLICY.backoff(n, one) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    assert POLICY.backoff(3, lambda: 0.25) == pytest.approx(0.1)
+    assert POLICY.backoff(3, lambda: 0.0) == 0.0
+
+
+def test_retry_delay_rules() -> None:
+    f = Failure(SERVER)
+    assert POLICY.retry_delay(f, 1, 1, 10, one) == 0.1
+    assert POLICY.retry_delay(f, 2, 2, 10, one) == 0.2
+    assert POLICY.retry_delay(f, 3, 3, 10, one) is None  # per-model attempts used up
+    assert POLICY.retry_delay(f, 1, 5, 10, one) is None  # total attempts used up
+    assert POLICY.retry_delay(Failure(CLIENT, 400), 1, 1, 10, one) is None  # never retried
+    assert POLICY.retry_delay(Failure(TIMEOUT), 1, 1, 10, one) == 0.1
+    assert POLICY.retry_delay(Failure(CONNECTION), 1, 1, 0.05, one) is None  # beyond deadline
+
+
+def test_retry_after_is_honoured_within_cap_and_deadline() -> None:
+    assert POLICY.retry_delay(Failure(RATE_LIMIT, 429, 2.0), 1, 1, 10, one) == 2.0
+    # Longer than the cap: fall back now rather than wait.
+    assert POLICY.retry_delay(Failure(RATE_LIMIT, 429, 30.0), 1, 1, 100, one) is None
+    # Does not fit in what is left of the deadline.
+    assert POLICY.retry_delay(Failure(RATE_LIMIT, 429, 2.0), 1, 1, 1.5, one) is None
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "0.5"}) == 0.5
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "-1"}) is None
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+    date = email.utils.formatdate(1_000_010, usegmt=True)
+    assert parse_retry_after({"retry-after": date}, now=1_000_000) == pytest.approx(10)
+
+
+def test_retry_budget_limits_retries_in_flight() -> None:
+    b = RetryBudget(ratio=0.2, minimum=2)
+    b.requests = 5
+    assert b.allows()
+    b.retries = 2
+    assert not b.allows()  # max(2, 5 * 0.2) = 2
+    b.requests = 20
+    assert b.allows()  # 20 * 0.2 = 4
+    b.retries = 4
+    assert not b.allows()
