@@ -8,10 +8,10 @@ export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv system-deps proto proto-check run test test-fast lint fmt docs tools \
-        monitoring bench bench-metrics observe image kind-up kind-e2e clean
+        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ test-fast: $(STAMP) ## tests without lint and without the slow end-to-end ones
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services tools tests $(wildcard dashboards/*.py alerts/*.py)
+	$(VENV)/bin/mypy services tools tests $(wildcard dashboards/*.py alerts/*.py deploy/observe/*.py)
 
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
@@ -49,8 +49,34 @@ fmt: $(STAMP) ## format the code
 docs: $(STAMP) ## regenerate docs/metrics.md from the catalog
 	$(PY) -m tools.gen_metrics_doc
 
-tools: $(STAMP) ## helm and kubectl into .tools/bin
+monitoring: $(STAMP) ## regenerate dashboards/json and copy dashboards and alert rules into the chart
+	$(PY) -m dashboards.build
+	@mkdir -p deploy/helm/tollgate/files/alerts
+	cp alerts/tollgate-rules.yaml deploy/helm/tollgate/files/alerts/
+
+observe: $(STAMP) system-deps ## Prometheus + Alertmanager on loopback next to `make run`; prints their URLs
+	$(PY) -m deploy.observe
+
+tools: $(STAMP) ## helm and kubectl into .tools/bin, checkov into .tools/checkov
 	@bash tools/install-tools.sh
+	@PYTHON=$(PYTHON) bash tools/install-checkov.sh
+
+IMAGE ?= tollgate:dev
+CHART := deploy/helm/tollgate
+
+image: ## build the one tollgate image (IMAGE=tollgate:dev); needs docker
+	docker build -t $(IMAGE) .
+
+helm-lint: tools ## helm lint --strict the chart with its defaults and every ci/*-values.yaml
+	helm lint --strict $(CHART)
+	@for f in $(CHART)/ci/*-values.yaml $(CHART)/values/kind.yaml; do \
+	  echo "helm lint --strict -f $$f"; helm lint --strict $(CHART) -f $$f >/dev/null || exit 1; done
+
+kind-up: $(STAMP) tools ## kind cluster + kube-prometheus-stack + the image loaded (needs docker, kind)
+	IMAGE=$(IMAGE) bash deploy/kind/up.sh
+
+kind-e2e: $(STAMP) tools ## install on kind with values/kind.yaml, smoke-test, tear down
+	bash deploy/kind/e2e.sh
 
 clean: ## remove build outputs and local state
 	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache

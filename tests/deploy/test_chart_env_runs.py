@@ -1,0 +1,136 @@
+"""The env and files the chart renders are what the services accept: each container of
+the rendered Deployments is started as a real process with exactly that env, its
+ConfigMaps and Secret written where the pod would mount them (rewritten into a temp
+folder), listeners moved to free loopback ports. Its own probes must then pass, and a
+completion must go through with the key from the mounted keys file.
+
+The operator is left out: it needs a Kubernetes API (its own tests use kmock)."""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.chart import Manifest, by_name, component, of_kind, render
+from tools.stack import Proc, base_env, free_port, spawn, wait_grpc, wait_http
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ORDER = ("simulator", "router", "cache", "orchestrator")
+KEY = "sk-tollgate-chart-env-test"
+
+
+def _mounts(
+    spec: dict[str, Any], container: dict[str, Any], docs: list[Manifest], tmp: Path
+) -> dict[str, Path]:
+    """mountPath -> a temp folder holding what the volume would hold."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    out = {}
+    for m in container["volumeMounts"]:
+        vol = volumes[m["name"]]
+        folder = tmp / m["name"]
+        folder.mkdir(exist_ok=True)
+        if "configMap" in vol:
+            name = vol["configMap"]["name"]
+            cms = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == name]
+            assert cms or vol["configMap"].get("optional"), f"ConfigMap {name} is not rendered"
+            for cm in cms:
+                for key, text in cm["data"].items():
+                    (folder / key).write_text(text)
+        elif "secret" in vol:
+            (folder / "api-keys.yaml").write_text(f"e2e: {KEY}\n")
+        out[m["mountPath"]] = folder
+    return out
+
+
+def _env(
+    container: dict[str, Any], mounts: dict[str, Path], ports: dict[str, int], addrs: dict[str, str]
+) -> dict[str, str]:
+    """The container's env, with mount paths, listeners and peer addresses made local."""
+    by_number = {str(p["containerPort"]): ports[p["name"]] for p in container["ports"]}
+    env = {}
+    for e in container["env"]:
+        name, value = e["name"], e.get("value")
+        if value is None:
+            assert "fieldRef" in e["valueFrom"], f"{name}: only fieldRef is expected here"
+            value = "tollgate"
+        for mount, folder in mounts.items():
+            if value.startswith(mount + "/"):
+                value = str(folder) + value[len(mount) :]
+        if name.endswith("_HOST"):
+            value = "127.0.0.1"
+        elif name.endswith("_PORT") and value in by_number:
+            value = str(by_number[value])
+        env[name] = addrs.get(name, value)
+    return env
+
+
+def _wait_ready(proc: Proc, container: dict[str, Any], ports: dict[str, int]) -> None:
+    probe = container["readinessProbe"]
+    if "grpc" in probe:
+        wait_grpc(ports["grpc"], proc, timeout=60)
+    else:
+        port = ports[probe["httpGet"]["port"]]
+        wait_http(f"http://127.0.0.1:{port}{probe['httpGet']['path']}", proc, timeout=60)
+        live = container["livenessProbe"]["httpGet"]
+        url = f"http://127.0.0.1:{ports[live['port']]}{live['path']}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.status == 200
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_rendered_env_starts_every_service(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    sets = ["services.simulator.enabled=true", "services.simulator.latencyScale=0"]
+    if backend == "redis":  # the cache and the budgets on a real redis-server
+        redis = request.getfixturevalue("redis_server")
+        sets += ["services.cache.backend=redis", f"redis.url={redis.url}"]
+    docs = render(sets=sets)
+    procs: list[Proc] = []
+    ports: dict[str, dict[str, int]] = {}
+    try:
+        for comp in ORDER:
+            dep = by_name(docs, "Deployment", f"-{comp}")
+            assert component(dep) == comp
+            spec = dep["spec"]["template"]["spec"]
+            container = spec["containers"][0]
+            own = {p["name"]: free_port() for p in container["ports"]}
+            ports[comp] = own
+            folder = tmp_path / comp
+            folder.mkdir()
+            mounts = _mounts(spec, container, docs, folder)
+            addrs = {}
+            if comp == "orchestrator":
+                addrs = {
+                    "TOLLGATE_ORCHESTRATOR_ROUTER_ADDR": f"127.0.0.1:{ports['router']['grpc']}",
+                    "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{ports['cache']['grpc']}",
+                    "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": (
+                        f"http://127.0.0.1:{ports['simulator']['http']}/v1"
+                    ),
+                }
+            env = base_env(_env(container, mounts, own, addrs))
+            assert container["command"][:2] == ["python", "-m"]
+            args = [sys.executable, "-m", container["command"][2]]
+            proc = spawn(comp, args, env, tmp_path / "logs")
+            procs.append(proc)
+            _wait_ready(proc, container, own)
+
+        import openai
+
+        base_url = f"http://127.0.0.1:{ports['orchestrator']['http']}/v1"
+        client = openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Say hello."}]
+        )
+        assert raw.parse().choices[0].message.content
+        assert raw.headers["x-tollgate-model"]
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).models.list()
+    finally:
+        for p in reversed(procs):
+            p.stop()
