@@ -1,0 +1,1 @@
+"""Local Prometheus and Alertmanager for `make observe` and the monitoring tests."""
