@@ -81,6 +81,11 @@ class RedisBackend:
         except (RedisConnectionError, OSError) as exc:
             self.breaker.failure()
             raise BackendError("unavailable", type(exc).__name__) from exc
+        except asyncio.CancelledError:
+            # The caller gave up first (its deadline is shorter than ours): Redis was too
+            # slow for it, so the breaker hears of it, or a frozen Redis would never trip it.
+            self.breaker.failure()
+            raise
         except RedisError as exc:
             # Redis answered (e.g. OOM under noeviction): it is alive, the call failed.
             self.breaker.success()

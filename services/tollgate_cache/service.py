@@ -7,6 +7,7 @@ answers ``stored=false`` with the reason, and both are counted. Only bad input
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -77,6 +78,11 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             self.metrics.errors["lookup"].inc()
             log.debug("lookup failed", extra={"reason": exc.reason})
             raw = None
+        except asyncio.CancelledError:
+            # The caller's deadline ran out while the backend was still busy: a slow
+            # backend as far as the caller is concerned, so it counts as an error.
+            self.metrics.errors["lookup"].inc()
+            raise
         finally:
             self._lookup_time.observe(time.perf_counter() - start)
         response = cache_pb2.LookupResponse()

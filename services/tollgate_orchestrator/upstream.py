@@ -61,12 +61,25 @@ def _status_failure(exc: openai.APIStatusError) -> Failure:
     )
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a "timeout" is really a refused or reset connection underneath: the
+    SDK's aiohttp transport reports every failed connect as ``httpx2.ConnectTimeout``."""
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):  # a short chain; never follow a cycle
+        if cause is None or isinstance(cause, TimeoutError):
+            return False
+        if isinstance(cause, ConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def failure_of(exc: BaseException) -> Failure:
     """Map what the SDK, httpx2 or our own deadline raised to a failure class."""
     if isinstance(exc, openai.APIStatusError):
         return _status_failure(exc)
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-        return Failure(TIMEOUT)
+        return Failure(CONNECTION if _refused(exc) else TIMEOUT)
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError | ConnectionError):
         return Failure(CONNECTION)
     return Failure(PROTOCOL)

@@ -36,6 +36,7 @@ KNOWN_FIELDS = frozenset(
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
+_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
 FEATURE_TEXT_CHARS = 2000  # the router's classifier sees this much of a message, no more
 MAX_MODEL_CHARS = 256
 
@@ -251,6 +252,12 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
     """Check a decoded body; raises ``ApiError`` (400) naming the first bad field."""
     if not isinstance(data, dict):
         raise bad_request(None, "The request body must be a JSON object.")
+    for name in _INTEGER_FIELDS:
+        v = data.get(name)
+        # JSON has one number type, and JSON Schema (our OpenAPI) counts 8.0 as the
+        # integer 8: accept it, and forward it as 8 to upstreams that want an int.
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+            data[name] = int(v)
     model = data.get("model")
     if model is None:
         raise bad_request("model", "Missing required parameter: 'model'.")
