@@ -40,7 +40,7 @@ test-fast: $(STAMP) ## tests without lint and without the slow end-to-end ones
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services tools tests $(wildcard dashboards/*.py alerts/*.py deploy/observe/*.py)
+	$(VENV)/bin/mypy services tools tests bench $(wildcard dashboards/*.py alerts/*.py deploy/observe/*.py)
 
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
@@ -60,6 +60,12 @@ observe: $(STAMP) system-deps ## Prometheus + Alertmanager on loopback next to `
 tools: $(STAMP) ## helm and kubectl into .tools/bin, checkov into .tools/checkov
 	@bash tools/install-tools.sh
 	@PYTHON=$(PYTHON) bash tools/install-checkov.sh
+
+bench: $(STAMP) system-deps ## side-by-side benchmark (BENCH_PEERS=litellm adds LiteLLM); writes docs/benchmarks.md
+	$(PY) -m bench.run
+
+bench-metrics: $(STAMP) system-deps ## CPU per request of the instrumentation, metrics on vs off, in one run
+	$(PY) -m bench.metrics_cost
 
 IMAGE ?= tollgate:dev
 CHART := deploy/helm/tollgate

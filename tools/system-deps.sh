@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tollgate's tests run for real: redis-server,
-# prometheus (with promtool) and prometheus-alertmanager. As root it installs
+# prometheus (with promtool), prometheus-alertmanager, and wrk (make bench). As root it installs
 # what is missing; otherwise it says what to install.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v wrk >/dev/null || need+=(wrk)  # the load generator of make bench
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2

@@ -252,16 +252,27 @@ class Engine:
         handed_over = False
         try:
             call.reservation = await self.budgets.reserve(tenant, self.estimate_usd(req))
-            call.decision = d = await self.router.route(
-                req, tenant, request_id, call.reservation.downgrade
-            )
-            primary = d.chain[0]
+            downgrade = call.reservation.downgrade
             mode = cache_mode(req.body, cache_control, opt_in)
+            early = self._early_lookup(req, tenant, mode.lookup and not downgrade)
+            try:
+                call.decision = d = await self.router.route(req, tenant, request_id, downgrade)
+            except BaseException:
+                if early is not None:
+                    early[2].cancel()
+                raise
+            primary = d.chain[0]
+            if early is not None and early[0] != primary.name:
+                early[2].cancel()  # the router chose another primary: the key was wrong
+                early = None
             if mode.lookup or mode.store:
-                call.key = cache_key(primary.name, req.body, tenant)
+                call.key = early[1] if early else cache_key(primary.name, req.body, tenant)
                 call.store = mode.store
             if mode.lookup:
-                result, entry = await self.cache.lookup(call.key, primary.name)
+                if early is not None:
+                    result, entry = await early[2]
+                else:
+                    result, entry = await self.cache.lookup(call.key, primary.name)
                 if entry is not None:
                     hit = self._hit(call, entry)
                     if hit is not None:
@@ -285,6 +296,22 @@ class Engine:
                         await self.budgets.settle(call.reservation, call.cost)
                 m.llm_in_flight.dec()
                 self.retry_budget.requests -= 1
+
+    def _early_lookup(
+        self, req: ChatRequest, tenant: str, wanted: bool
+    ) -> tuple[str, str, asyncio.Task[tuple[str, cache_pb2.Entry | None]]] | None:
+        """Start the cache lookup beside the route when its key is already known.
+
+        An explicit catalog model stays the primary of its chain unless the budget
+        downgrades it (the router pins it, and the degraded answer keeps it too), so
+        its key does not depend on the route: the two RPCs overlap instead of adding
+        up. ``auto`` waits for the route, which picks the model the key names.
+        """
+        if not wanted or req.model not in self.policy.models:
+            return None
+        key = cache_key(req.model, req.body, tenant)
+        task = asyncio.get_running_loop().create_task(self.cache.lookup(key, req.model))
+        return req.model, key, task
 
     def _hit(self, call: Call, entry: cache_pb2.Entry) -> Reply | StreamReply | None:
         d = call.decision

@@ -1,8 +1,14 @@
-"""Upstream calls through the official SDK: one ``AsyncOpenAI`` per provider, made at start.
+"""Upstream calls on the official SDK's clients: one ``AsyncOpenAI`` per provider, made at start.
 
 The SDK's own retries are off (``max_retries=0``): the orchestrator is the only
-retry loop. Responses are taken raw (``httpx2.Response``) so the upstream JSON is
-forwarded byte for byte, never parsed into pydantic models and dumped again.
+retry loop. Each provider's SDK client holds its HTTP client (the SDK's aiohttp
+transport, ``DefaultAioHttpClient``: one connection pool per provider) and its
+headers (auth, user agent); a request is sent on that HTTP client with the URL and
+headers built once, because the SDK's per-request builder (options models, header
+merging, URL parsing) cost ~0.3 ms of CPU per call here, more than the HTTP call
+itself (docs/benchmarks.md). Responses are taken raw (``httpx2.Response``) so the
+upstream JSON is forwarded byte for byte, never parsed into pydantic models and
+dumped again; a non-2xx answer becomes the same failure the SDK's status error did.
 """
 
 from __future__ import annotations
@@ -30,8 +36,7 @@ from tollgate_orchestrator.retry import (
 )
 from tollgate_orchestrator.sse import DONE, LineSplitter, data_of
 
-# Asks the SDK for the unread response: the body is streamed or read by us.
-_RAW = {"Content-Type": "application/json", "X-Stainless-Raw-Response": "stream"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,38 @@ def _is_error_payload(payload: bytes) -> bool:
     return payload.startswith(b'{"error"') or payload.startswith(b'{ "error"')
 
 
+async def _status_failure_of(response: httpx2.Response) -> Failure:
+    """A non-2xx answer as a failure, with the body the SDK's ``APIStatusError`` carries
+    (the ``error`` object of an OpenAI error body, else the parsed or raw body)."""
+    try:
+        raw = await response.aread()
+    finally:
+        await response.aclose()
+    body: object
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = raw.decode("utf-8", "replace")
+    if isinstance(body, dict) and "error" in body:
+        body = body["error"]
+    return Failure(
+        classify_status(response.status_code),
+        status=response.status_code,
+        retry_after=parse_retry_after(response.headers),
+        body=body,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One provider's SDK client, and what every request to it reuses."""
+
+    sdk: AsyncOpenAI
+    http: httpx2.AsyncClient  # the SDK's aiohttp transport: this provider's pool
+    url: httpx2.URL
+    headers: httpx2.Headers
+
+
 class Upstreams:
     """The SDK clients, one per provider, created once."""
 
@@ -133,20 +170,29 @@ class Upstreams:
         self._base_url = base_url
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._clients: dict[str, AsyncOpenAI] = {}
+        self._clients: dict[str, Provider] = {}
         for name, provider in policy.providers.items():
             key = os.environ.get(provider.api_key_env, "") if provider.api_key_env else ""
             self._clients[name] = self._make(base_url or provider.base_url, key)
 
-    def _make(self, base_url: str, api_key: str) -> AsyncOpenAI:
-        return AsyncOpenAI(
+    def _make(self, base_url: str, api_key: str) -> Provider:
+        http = DefaultAioHttpClient()
+        sdk = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "unused",  # local servers need none; the SDK needs a value
             max_retries=0,
-            http_client=DefaultAioHttpClient(),
+            http_client=http,
+        )
+        # The SDK's own headers (auth, user agent, platform); unset options are not str.
+        headers = {k: v for k, v in sdk.default_headers.items() if isinstance(v, str)}
+        return Provider(
+            sdk,
+            http,
+            sdk.base_url.join("chat/completions"),
+            httpx2.Headers({**headers, **_JSON_HEADERS}),
         )
 
-    def client(self, provider: str) -> AsyncOpenAI | None:
+    def client(self, provider: str) -> Provider | None:
         c = self._clients.get(provider)
         if c is None and self._base_url is not None and len(self._clients) < 64:
             # A provider pushed in a newer router policy: with one base URL for all, serve it.
@@ -155,7 +201,7 @@ class Upstreams:
 
     async def close(self) -> None:
         for c in self._clients.values():
-            await c.close()
+            await c.sdk.close()
 
     def _timeout(self, budget: float, stream: bool) -> httpx2.Timeout:
         # A stream's reads wait for the next chunk: the idle timeout, not the deadline,
@@ -166,18 +212,22 @@ class Upstreams:
     async def _open(
         self, target: Target, payload: bytes, budget: float, stream: bool = False
     ) -> httpx2.Response:
-        client = self.client(target.provider)
-        if client is None:
+        p = self.client(target.provider)
+        if p is None:
             raise AttemptFailed(Failure(CONNECTION))
+        request = httpx2.Request(
+            "POST",
+            p.url,
+            headers=p.headers,
+            content=payload,
+            extensions={"timeout": self._timeout(budget, stream).as_dict()},
+        )
         try:
-            response: httpx2.Response = await client.post(
-                "/chat/completions",
-                cast_to=httpx2.Response,
-                content=payload,
-                options={"headers": _RAW, "timeout": self._timeout(budget, stream)},
-            )
+            response: httpx2.Response = await p.http.send(request, stream=True)
         except (openai.APIError, httpx2.HTTPError, OSError) as exc:
             raise AttemptFailed(failure_of(exc)) from exc
+        if not response.is_success:
+            raise AttemptFailed(await _status_failure_of(response))
         return response
 
     async def complete(

@@ -1,7 +1,11 @@
-"""Metric interceptors with the go-grpc-prometheus names, for grpc.aio servers and clients.
+"""gRPC metrics with the go-grpc-prometheus names: per-method children and the server wrapper.
 
 Children are bound once per method and reused: the label lookup is the costly
-part of a prometheus_client observation.
+part of a prometheus_client observation. ``start_grpc_server`` wraps each server
+method once at registration (``ServerMetricsInterceptor.wrap``); the class also works
+as a grpc.aio interceptor, which costs an extra coroutine chain per RPC. Client
+calls are counted by ``channel.MeteredChannel``, not by a client interceptor, for
+the same reason.
 """
 
 from __future__ import annotations
@@ -68,7 +72,10 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method: str = handler_call_details.method
+        return self.wrap(handler_call_details.method, handler)
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` with the metrics of ``method`` (``/pkg.Service/Method``) around it."""
         if handler.unary_unary is not None:
             return self._wrap_unary(handler, self._metrics(method, "unary"))
         if handler.unary_stream is not None:
@@ -130,54 +137,3 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Sets a deadline on every unary call that has none, and records client metrics."""
-
-    def __init__(self, families: Families | None, default_timeout: float) -> None:
-        self._fam = families
-        self._timeout = default_timeout
-        self._cache: dict[str, _MethodMetrics] = {}
-
-    def _metrics(self, method: str) -> _MethodMetrics | None:
-        if self._fam is None or "grpc_client_started_total" not in self._fam:
-            return None
-        m = self._cache.get(method)
-        if m is None:
-            m = self._cache[method] = _MethodMetrics(self._fam, "client", "unary", method)
-        return m
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        if client_call_details.timeout is None:
-            client_call_details = client_call_details._replace(timeout=self._timeout)
-        method = client_call_details.method
-        if isinstance(method, bytes):
-            method = method.decode()
-        m = self._metrics(method)
-        if m is None:
-            return await continuation(client_call_details, request)
-        m.started.inc()
-        m.sent.inc()
-        start = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            call = await continuation(client_call_details, request)
-            await call  # finished here so the code and time are known; the caller's await is free
-            m.received.inc()
-            code = grpc.StatusCode.OK
-            return call
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            raise
-        except TimeoutError:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
-            raise
-        finally:
-            m.handling.observe(time.perf_counter() - start)
-            m.handled[code].inc()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -55,6 +56,52 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
+class _MeteredGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler whose answers carry the metrics, wrapped once per method."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, metrics: ServerMetricsInterceptor) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method: str = details.method
+        handler = self._wrapped.get(method)
+        if handler is None:
+            inner = self._inner.service(details)
+            if inner is None:
+                return None
+            handler = self._wrapped[method] = self._metrics.wrap(method, inner)
+        return handler
+
+
+class MeteredRegistrar:
+    """Stands in for the server while servicers register: every method handler gets
+    its metrics wrapped around it once, here, instead of through a server interceptor,
+    which grpc.aio runs as extra coroutines on every RPC (measured: ~10 % of a small
+    RPC's server CPU). Anything else is passed to the real server."""
+
+    def __init__(self, server: grpc.aio.Server, metrics: ServerMetricsInterceptor) -> None:
+        self.server = server
+        self._metrics = metrics
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(
+            tuple(_MeteredGeneric(h, self._metrics) for h in handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrap = self._metrics.wrap
+        self.server.add_registered_method_handlers(
+            service, {name: wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+
 def _credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
     if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
         return None
@@ -78,12 +125,12 @@ async def start_grpc_server(
     ``register`` adds the servicers and returns their full service names, which
     get health entries and reflection. ``port`` 0 picks a free port.
     """
-    server = grpc.aio.server(
-        interceptors=[ServerMetricsInterceptor(families)], options=SERVER_OPTIONS
-    )
-    names = list(register(server))
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    metered = MeteredRegistrar(server, ServerMetricsInterceptor(families))
+    names = list(register(metered))
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, metered)
+    # The real server: reflection picks its aio servicer by ``isinstance``; it goes unmetered.
     reflection.enable_server_reflection(
         [
             *names,

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (bench.run) and `make bench-metrics` (bench.metrics_cost)."""
