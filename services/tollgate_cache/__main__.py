@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
+
+import uvloop
 
 from tollgate_cache.app import serve
 from tollgate_cache.config import CacheSettings
@@ -18,7 +19,7 @@ def main() -> int:
         print(f"tollgate-cache: bad configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging("cache", settings.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
     return 0
 
 

@@ -11,12 +11,12 @@ import grpc
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate_cache.backend import Backend, MemoryBackend
-from tollgate_cache.breaker import Breaker
 from tollgate_cache.config import CacheSettings
 from tollgate_cache.metrics import CacheMetrics
 from tollgate_cache.redis_backend import RedisBackend, log_breaker_change
 from tollgate_cache.service import CacheService
 from tollgate_cache.window import HitRateWindow
+from tollgate_common.breaker import BreakerConfig, CircuitBreaker
 from tollgate_common.grpc.server import run_until_signal, start_grpc_server
 from tollgate_common.metrics import Families, create_families
 from tollgate_common.metrics.exposition import start_metrics_server
@@ -36,9 +36,13 @@ def build_service(settings: CacheSettings, families: Families) -> CacheService:
             timeout_seconds=settings.redis_timeout_seconds,
             max_entry_bytes=settings.max_entry_bytes,
             fallback_capacity=settings.max_bytes,
-            breaker=Breaker(
-                settings.breaker_failures,
-                settings.breaker_reset_seconds,
+            # Consecutive failures only: a ratio rule would add nothing for one Redis.
+            breaker=CircuitBreaker(
+                BreakerConfig(
+                    consecutive_failures=settings.breaker_failures,
+                    failure_ratio=1.0,
+                    cooldown_seconds=settings.breaker_reset_seconds,
+                ),
                 on_change=log_breaker_change,
             ),
             on_evict=metrics.evicted,

@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollgate_cache.backend import BackendError, BackendName
-from tollgate_cache.breaker import Breaker, State
 from tollgate_cache.memory import EvictionListener
+from tollgate_common.breaker import OPEN, STATE_NAMES, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RedisBackend:
         timeout_seconds: float,
         max_entry_bytes: int,
         fallback_capacity: int,
-        breaker: Breaker,
+        breaker: CircuitBreaker,
         on_evict: EvictionListener,
         client: aioredis.Redis | None = None,
     ) -> None:
@@ -76,21 +76,21 @@ class RedisBackend:
             else:
                 result = await op()
         except (RedisTimeoutError, TimeoutError) as exc:
-            self.breaker.failure()
+            self.breaker.record_failure()
             raise BackendError("timeout") from exc
         except (RedisConnectionError, OSError) as exc:
-            self.breaker.failure()
+            self.breaker.record_failure()
             raise BackendError("unavailable", type(exc).__name__) from exc
         except asyncio.CancelledError:
             # The caller gave up first (its deadline is shorter than ours): Redis was too
             # slow for it, so the breaker hears of it, or a frozen Redis would never trip it.
-            self.breaker.failure()
+            self.breaker.record_failure()
             raise
         except RedisError as exc:
             # Redis answered (e.g. OOM under noeviction): it is alive, the call failed.
-            self.breaker.success()
+            self.breaker.record_success()
             raise BackendError("error", type(exc).__name__) from exc
-        self.breaker.success()
+        self.breaker.record_success()
         return result
 
     async def get(self, key: str) -> bytes | None:
@@ -150,7 +150,13 @@ class RedisBackend:
         await self._client.aclose()
 
 
-def log_breaker_change(old: State, new: State) -> None:
+def log_breaker_change(old: int, new: int) -> None:
     """State changes only (not every failure), so a dead Redis logs a few lines, not a flood."""
-    level = logging.WARNING if new == "open" else logging.INFO
-    log.log(level, "redis circuit breaker %s", new, extra={"from_state": old, "to_state": new})
+    level = logging.WARNING if new == OPEN else logging.INFO
+    old_name, new_name = STATE_NAMES[old], STATE_NAMES[new]
+    log.log(
+        level,
+        "redis circuit breaker %s",
+        new_name,
+        extra={"from_state": old_name, "to_state": new_name},
+    )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from tollgate_orchestrator.breaker import CircuitBreaker
+from tollgate_common.breaker import CircuitBreaker
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
 

@@ -17,8 +17,8 @@ import grpc
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
+from tollgate_common.breaker import CircuitBreaker
 from tollgate_common.policy import ModelEntry, Policy
-from tollgate_orchestrator.breaker import CircuitBreaker
 from tollgate_orchestrator.errors import ApiError
 from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.upstream import Target

@@ -23,10 +23,10 @@ import httpx2
 import orjson
 
 from tollgate.cache.v1 import cache_pb2
+from tollgate_common.breaker import OPEN, BreakerConfig, CircuitBreaker
 from tollgate_common.cachekey import cache_key, cache_mode
 from tollgate_common.policy import Policy, cost_usd
 from tollgate_orchestrator.accounting import Usage, format_cost
-from tollgate_orchestrator.breaker import OPEN, BreakerConfig, CircuitBreaker
 from tollgate_orchestrator.budget import Budgets, Reservation
 from tollgate_orchestrator.config import OrchestratorSettings
 from tollgate_orchestrator.deps import RouteDecision

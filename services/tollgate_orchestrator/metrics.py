@@ -13,9 +13,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tollgate_common.breaker import CLOSED
 from tollgate_common.metrics import Bounded, Families
 from tollgate_common.policy import INTENTS
-from tollgate_orchestrator.breaker import CLOSED
 from tollgate_orchestrator.budget import NANO, to_nano
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES

@@ -28,12 +28,12 @@ from prometheus_client import CollectorRegistry
 from tollgate.cache.v1 import cache_pb2_grpc
 from tollgate.orchestrator.v1 import orchestrator_pb2_grpc
 from tollgate.router.v1 import router_pb2_grpc
+from tollgate_common.breaker import BreakerConfig, CircuitBreaker
 from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import Families, create_families
 from tollgate_common.policy import load_policy
 from tollgate_orchestrator.auth import KeyRing
-from tollgate_orchestrator.breaker import BreakerConfig, CircuitBreaker
 from tollgate_orchestrator.budget import Budgets, BudgetStore, MemoryStore, RedisStore
 from tollgate_orchestrator.config import OrchestratorSettings, load_keys
 from tollgate_orchestrator.deps import CacheClient, RouterClient, Targets

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 import grpc
+import uvloop
 
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.config import ConfigError, load_settings
@@ -63,7 +64,7 @@ def main() -> int:
         print(f"tollgate-router: bad policy: {exc}", file=sys.stderr)
         return 2
     start_metrics_server(metrics.families.registry, settings.metrics_port, settings.host)
-    asyncio.run(serve(settings, store, metrics))
+    uvloop.run(serve(settings, store, metrics))
     return 0
 
 

@@ -12,8 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tollgate_cache.backend import BackendError
-from tollgate_cache.breaker import Breaker
 from tollgate_cache.redis_backend import PREFIX, RedisBackend
+from tollgate_common.breaker import CLOSED, OPEN, BreakerConfig, CircuitBreaker
 
 
 class ScriptedClient:
@@ -51,7 +51,9 @@ def backend(client: ScriptedClient, clock: Any = time.monotonic) -> RedisBackend
         timeout_seconds=0.05,
         max_entry_bytes=100,
         fallback_capacity=1000,
-        breaker=Breaker(3, 60, clock=clock),
+        breaker=CircuitBreaker(
+            BreakerConfig(consecutive_failures=3, cooldown_seconds=60), clock=clock
+        ),
         on_evict=lambda reason, n: evicted.append(reason),
         client=client,  # type: ignore[arg-type]
     )
@@ -76,7 +78,7 @@ async def test_hung_calls_time_out_then_the_breaker_stops_calling() -> None:
             await b.get("k")
         assert err.value.reason == "timeout"
     assert time.monotonic() - start < 10  # bounded, not 3 x 30 s
-    assert b.breaker.state == "open"
+    assert b.breaker.state == OPEN
     with pytest.raises(BackendError) as err:
         await b.set("k", b"v", 5)
     assert err.value.reason == "breaker_open"
@@ -96,7 +98,7 @@ async def test_an_error_reply_fails_the_call_but_not_the_breaker() -> None:
         with pytest.raises(BackendError) as err:
             await b.set("k", b"v", 5)
         assert err.value.reason == "error"
-    assert b.breaker.state == "closed"
+    assert b.breaker.state == CLOSED
 
 
 async def test_half_open_probe_success_closes_the_breaker() -> None:
@@ -111,4 +113,4 @@ async def test_half_open_probe_success_closes_the_breaker() -> None:
         await b.get("k")  # still open
     now[0] = 61
     assert await b.get("k") is None  # the probe reaches Redis
-    assert b.breaker.state == "closed"
+    assert b.breaker.state == CLOSED

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
+from tollgate_common.breaker import BreakerConfig, CircuitBreaker
 from tollgate_common.config import ServiceSettings, load_settings
 from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import create_families
-from tollgate_orchestrator.breaker import BreakerConfig, CircuitBreaker
 from tollgate_orchestrator.config import OrchestratorSettings
 from tollgate_orchestrator.deps import CacheClient, RouterClient
 from tollgate_orchestrator.errors import ApiError

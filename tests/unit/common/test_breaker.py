@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tollgate_orchestrator.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
+from tollgate_common.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
 
 
 class Clock:

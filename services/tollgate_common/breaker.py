@@ -1,4 +1,5 @@
-"""Circuit breakers: one per upstream model, and one per dependency (router, cache, Redis).
+"""The circuit breaker of every service: per upstream model and per dependency (router,
+cache, Redis) in the orchestrator, and around Redis in the cache.
 
 Closed: every call goes through; the breaker opens after ``consecutive_failures``
 failures in a row, or when failures reach ``failure_ratio`` of at least
