@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tollgate.cache.v1 import cache_pb2
-from tollgate_cache.breaker import Breaker
 from tollgate_cache.memory import MemoryStore
 from tollgate_cache.redis_backend import RedisBackend
+from tollgate_common.breaker import BreakerConfig, CircuitBreaker
 from tollgate_common.cachekey import cache_key
 from tools.stack import Stack, free_port
 
@@ -70,7 +70,7 @@ async def bench_redis(url: str, iterations: int) -> None:
         timeout_seconds=0.2,
         max_entry_bytes=1024 * 1024,
         fallback_capacity=256 * 1024 * 1024,
-        breaker=Breaker(3, 5),
+        breaker=CircuitBreaker(BreakerConfig(consecutive_failures=3, cooldown_seconds=5)),
         on_evict=lambda reason, n: None,
     )
     ks = keys(1000)
