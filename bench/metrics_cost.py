@@ -25,7 +25,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from bench import compare, stats
-from tollgate_common.grpc.interceptors import _MethodMetrics
+from tollgate_common.grpc.interceptors import MethodMetrics
 from tollgate_common.metrics import create_families
 from tollgate_common.policy import load_policy
 from tollgate_orchestrator.metrics import OrchestratorMetrics
@@ -88,13 +88,13 @@ def orchestrator_calls_us(n: int = 20_000) -> float:
         budget_store=False,
     )
     rpcs = [
-        _MethodMetrics(fam, "client", "unary", f"/tollgate.{s}.v1.{s.title()}/{meth}")
+        MethodMetrics(fam, "client", "unary", f"/tollgate.{s}.v1.{s.title()}/{meth}")
         for s, meth in (("router", "Route"), ("cache", "Lookup"), ("cache", "Store"))
     ]
     code = grpc.StatusCode.OK
     clock = time.perf_counter
 
-    def rpc(r: _MethodMetrics) -> None:
+    def rpc(r: MethodMetrics) -> None:
         r.started.inc()
         r.sent.inc()
         t = clock()

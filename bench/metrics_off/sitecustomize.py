@@ -90,4 +90,4 @@ else:
         return handler
 
     _channel.MeteredChannel.__init__ = _unmetered_channel  # type: ignore[method-assign]
-    _interceptors.ServerMetricsInterceptor.wrap = _unwrapped  # type: ignore[method-assign]
+    _interceptors.ServerMetrics.wrap = _unwrapped  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from tollgate_common.grpc.interceptors import _MethodMetrics
+from tollgate_common.grpc.interceptors import MethodMetrics
 from tollgate_common.metrics import Families
 
 # Keep the connection warm and fail fast rather than hang when a peer vanishes.
@@ -27,7 +27,7 @@ class _MeteredUnaryUnary:
 
     __slots__ = ("_inner", "_m", "_timeout")
 
-    def __init__(self, inner: Any, m: _MethodMetrics | None, timeout: float) -> None:
+    def __init__(self, inner: Any, m: MethodMetrics | None, timeout: float) -> None:
         self._inner = inner
         self._m = m
         self._timeout = timeout
@@ -76,7 +76,7 @@ class MeteredChannel:
 
     def unary_unary(self, method: str | bytes, *args: Any, **kwargs: Any) -> _MeteredUnaryUnary:
         name = method.decode() if isinstance(method, bytes) else method
-        m = _MethodMetrics(self._fam, "client", "unary", name) if self._fam else None
+        m = MethodMetrics(self._fam, "client", "unary", name) if self._fam else None
         return _MeteredUnaryUnary(
             self.channel.unary_unary(method, *args, **kwargs), m, self._timeout
         )

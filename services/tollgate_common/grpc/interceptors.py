@@ -2,16 +2,14 @@
 
 Children are bound once per method and reused: the label lookup is the costly
 part of a prometheus_client observation. ``start_grpc_server`` wraps each server
-method once at registration (``ServerMetricsInterceptor.wrap``); the class also works
-as a grpc.aio interceptor, which costs an extra coroutine chain per RPC. Client
-calls are counted by ``channel.MeteredChannel``, not by a client interceptor, for
+method once at registration (``ServerMetrics.wrap``) rather than through a
+grpc.aio interceptor, which costs an extra coroutine chain per RPC. Client calls are counted by ``channel.MeteredChannel``, not by a client interceptor, for
 the same reason.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,7 +18,7 @@ from prometheus_client import Counter
 from tollgate_common.metrics import Families
 
 
-class _MethodMetrics:
+class MethodMetrics:
     __slots__ = ("handled", "handling", "received", "sent", "started")
 
     def __init__(self, fam: Families, side: str, grpc_type: str, full_method: str) -> None:
@@ -51,28 +49,21 @@ def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> gr
     return grpc.StatusCode.UNKNOWN
 
 
-class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts and times unary and server-streaming RPCs, aborted ones included."""
+class ServerMetrics:
+    """Counts and times unary and server-streaming RPCs, aborted ones included.
+
+    Handlers are wrapped once at registration (``server.MeteredRegistrar``), not
+    through a grpc.aio server interceptor, which costs extra coroutines per RPC."""
 
     def __init__(self, families: Families) -> None:
         self._fam = families
-        self._cache: dict[str, _MethodMetrics] = {}
+        self._cache: dict[str, MethodMetrics] = {}
 
-    def _metrics(self, method: str, grpc_type: str) -> _MethodMetrics:
+    def _metrics(self, method: str, grpc_type: str) -> MethodMetrics:
         m = self._cache.get(method)
         if m is None:
-            m = self._cache[method] = _MethodMetrics(self._fam, "server", grpc_type, method)
+            m = self._cache[method] = MethodMetrics(self._fam, "server", grpc_type, method)
         return m
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self.wrap(handler_call_details.method, handler)
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler`` with the metrics of ``method`` (``/pkg.Service/Method``) around it."""
@@ -83,7 +74,7 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         return handler
 
     @staticmethod
-    def _wrap_unary(handler: grpc.RpcMethodHandler, m: _MethodMetrics) -> grpc.RpcMethodHandler:
+    def _wrap_unary(handler: grpc.RpcMethodHandler, m: MethodMetrics) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -109,7 +100,7 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
         )
 
     @staticmethod
-    def _wrap_stream(handler: grpc.RpcMethodHandler, m: _MethodMetrics) -> grpc.RpcMethodHandler:
+    def _wrap_stream(handler: grpc.RpcMethodHandler, m: MethodMetrics) -> grpc.RpcMethodHandler:
         inner = handler.unary_stream
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:

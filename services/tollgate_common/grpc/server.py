@@ -14,7 +14,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from tollgate_common.config import ServiceSettings
-from tollgate_common.grpc.interceptors import ServerMetricsInterceptor
+from tollgate_common.grpc.interceptors import ServerMetrics
 from tollgate_common.metrics import Families
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class GrpcServer:
 class _MeteredGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
     """A generic handler whose answers carry the metrics, wrapped once per method."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, metrics: ServerMetricsInterceptor) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, metrics: ServerMetrics) -> None:
         self._inner = inner
         self._metrics = metrics
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -81,7 +81,7 @@ class MeteredRegistrar:
     which grpc.aio runs as extra coroutines on every RPC (measured: ~10 % of a small
     RPC's server CPU). Anything else is passed to the real server."""
 
-    def __init__(self, server: grpc.aio.Server, metrics: ServerMetricsInterceptor) -> None:
+    def __init__(self, server: grpc.aio.Server, metrics: ServerMetrics) -> None:
         self.server = server
         self._metrics = metrics
 
@@ -126,7 +126,7 @@ async def start_grpc_server(
     get health entries and reflection. ``port`` 0 picks a free port.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    metered = MeteredRegistrar(server, ServerMetricsInterceptor(families))
+    metered = MeteredRegistrar(server, ServerMetrics(families))
     names = list(register(metered))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, metered)
