@@ -3,8 +3,9 @@
 Children are bound once per method and reused: the label lookup is the costly
 part of a prometheus_client observation. ``start_grpc_server`` wraps each server
 method once at registration (``ServerMetrics.wrap``) rather than through a
-grpc.aio interceptor, which costs an extra coroutine chain per RPC. Client calls are counted by ``channel.MeteredChannel``, not by a client interceptor, for
-the same reason.
+grpc.aio interceptor, which costs an extra coroutine chain per RPC. Client calls
+are counted by ``channel.MeteredChannel``, not by a client interceptor, for the
+same reason.
 """
 
 from __future__ import annotations
