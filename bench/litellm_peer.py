@@ -56,7 +56,9 @@ def ensure_installed(venv: Path = VENV, version: str = LITELLM_VERSION) -> Path:
     return venv_python(venv)
 
 
-def config_yaml(upstream_v1: str, model: str = "gpt-4o-mini", prometheus: bool = True) -> str:
+def config_yaml(
+    upstream_v1: str, model: str = "gpt-4o-mini", prometheus: bool = True, upstream_key: str = ""
+) -> str:
     """The proxy's config: one model on the simulator; no DB, no cache, no retries."""
     callbacks = '  callbacks: ["prometheus"]\n' if prometheus else ""
     return (
@@ -65,7 +67,7 @@ def config_yaml(upstream_v1: str, model: str = "gpt-4o-mini", prometheus: bool =
         "    litellm_params:\n"
         f"      model: openai/{model}\n"
         f"      api_base: {upstream_v1}\n"
-        "      api_key: sk-unused\n"
+        f"      api_key: {upstream_key or 'sk-unused'}\n"
         "litellm_settings:\n"
         f"{callbacks}"
         "  num_retries: 0\n"
@@ -78,13 +80,17 @@ def config_yaml(upstream_v1: str, model: str = "gpt-4o-mini", prometheus: bool =
 
 
 def start(
-    upstream_v1: str, work: Path, port: int | None = None, workers: int = 1
+    upstream_v1: str,
+    work: Path,
+    port: int | None = None,
+    workers: int = 1,
+    upstream_key: str = "",
 ) -> tuple[Proc, int]:
     """Start the proxy on loopback and wait until it answers: (process, port)."""
     python = ensure_installed()
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "litellm.yaml"
-    cfg.write_text(config_yaml(upstream_v1))
+    cfg.write_text(config_yaml(upstream_v1, upstream_key=upstream_key))
     port = port or free_port()
     env = base_env(
         {

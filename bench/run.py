@@ -71,7 +71,7 @@ def machine() -> dict[str, str]:
 def targets(stack: Stack, peer_port: int | None) -> dict[str, tuple[str, wrk.Load]]:
     chat = "/v1/chat/completions"
     t = {
-        "direct": (stack.sim_url + chat, wrk.Load()),
+        "direct": (stack.sim_url + chat, wrk.Load(key=stack.sim_key)),
         "miss": (stack.base_url + chat, compare.PATHS["miss"]),
         "hit": (stack.base_url + chat, compare.PATHS["hit"]),
         "bypass": (stack.base_url + chat, compare.PATHS["bypass"]),
@@ -134,7 +134,9 @@ def main() -> int:
             print("starting the stack (simulator at latency scale 0, log level WARNING)")
             stack.start()
             if "litellm" in peers:
-                peer, peer_port = litellm_peer.start(f"{stack.sim_url}/v1", log_dir / "litellm")
+                peer, peer_port = litellm_peer.start(
+                    f"{stack.sim_url}/v1", log_dir / "litellm", upstream_key=stack.sim_key
+                )
                 meta["litellm"] = litellm_peer.LITELLM_VERSION
             print(f"wrk: {rounds} round(s) x {len(CONNECTIONS)} connection counts x {seconds:g} s")
             grid = measure(stack, peer, peer_port, seconds, rounds)

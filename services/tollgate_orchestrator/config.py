@@ -57,6 +57,10 @@ class OrchestratorSettings(ServiceSettings):
     policy_file: Path = DEFAULT_POLICY_FILE
     # Every provider goes to this base URL when set (make run and the tests: the simulator).
     upstream_base_url: str | None = Field(default=None, pattern=r"^https?://")
+    # The key sent to upstream_base_url; provider keys never go there.
+    upstream_api_key: SecretStr | None = None
+    # Hosts that may receive a key over plain http:// (loopback always may).
+    upstream_insecure_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
     # Per attempt; for streams it bounds each wait for the next chunk (an idle timeout).
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -95,6 +99,13 @@ class OrchestratorSettings(ServiceSettings):
     # Seconds between readiness going false and the listeners closing (endpoint removal).
     drain_seconds: float = Field(default=0.0, ge=0)
     probe_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("upstream_insecure_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
 
     @field_validator("cache_opt_in_header")
     @classmethod

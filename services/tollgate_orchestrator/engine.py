@@ -35,9 +35,11 @@ from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.retry import (
     CIRCUIT_OPEN,
     CLIENT,
+    MODEL_NOT_FOUND,
     PROTOCOL,
     RATE_LIMIT,
     TIMEOUT,
+    UPSTREAM_AUTH,
     Failure,
     RetryBudget,
     RetryPolicy,
@@ -521,6 +523,22 @@ class Engine:
                 type_="rate_limit_error",
                 code="rate_limit_exceeded",
                 headers={"retry-after": str(max(1, math.ceil(ra if ra is not None else 1)))},
+            )
+        if cls == UPSTREAM_AUTH:
+            # The provider's text can hold a masked key and the account's URL: never relay it.
+            return ApiError(
+                502,
+                "The upstream provider refused the gateway's credentials; "
+                "this is a gateway configuration problem, not your API key.",
+                type_=SERVER,
+                code="upstream_auth_error",
+            )
+        if cls == MODEL_NOT_FOUND:
+            return ApiError(
+                502,
+                "The upstream provider does not serve the model the gateway is configured with.",
+                type_=SERVER,
+                code="upstream_model_not_found",
             )
         return ApiError(
             502,

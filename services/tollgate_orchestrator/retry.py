@@ -20,8 +20,23 @@ TIMEOUT = "timeout"
 CONNECTION = "connection"
 CLIENT = "client_error"
 PROTOCOL = "protocol"
+# The gateway's own credentials or catalog are wrong (401/402/403, 404): not the
+# tenant's fault, so never passed through; another model may still serve.
+UPSTREAM_AUTH = "upstream_auth"
+MODEL_NOT_FOUND = "model_not_found"
 CIRCUIT_OPEN = "circuit_open"
-ERROR_CLASSES = (RATE_LIMIT, SERVER, TIMEOUT, CONNECTION, CLIENT, PROTOCOL)
+ERROR_CLASSES = (
+    RATE_LIMIT,
+    SERVER,
+    TIMEOUT,
+    CONNECTION,
+    CLIENT,
+    PROTOCOL,
+    UPSTREAM_AUTH,
+    MODEL_NOT_FOUND,
+)
+# Only these say the client's request itself is wrong: they reach the client as sent.
+_REQUEST_SHAPE = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +54,20 @@ class Failure:
 
     @property
     def counts_against_breaker(self) -> bool:
-        # A client's bad request says nothing about the model's health.
-        return self.retryable
+        # A client's bad request says nothing about the model's health; a refused key does.
+        return self.error_class != CLIENT
 
 
 def classify_status(status: int) -> str:
     if status == 429:
         return RATE_LIMIT
-    if status >= 500 or status == 408:
-        return SERVER
-    return CLIENT
+    if status in _REQUEST_SHAPE:
+        return CLIENT
+    if status in (401, 402, 403):
+        return UPSTREAM_AUTH
+    if status == 404:
+        return MODEL_NOT_FOUND
+    return SERVER  # 5xx, 408, 409 and any other status the provider should not send
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

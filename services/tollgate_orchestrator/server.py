@@ -108,6 +108,8 @@ class Parts:
         self.upstreams = Upstreams(
             self.policy,
             base_url=s.upstream_base_url,
+            base_url_key=s.upstream_api_key.get_secret_value() if s.upstream_api_key else "",
+            insecure_hosts=s.upstream_insecure_hosts,
             connect_timeout=s.upstream_connect_timeout_seconds,
             read_timeout=s.upstream_timeout_seconds,
         )

@@ -84,7 +84,8 @@ class Assembler:
         if ch is None:
             ch = self.choices[idx] = {
                 "index": idx,
-                "message": {"role": "assistant", "content": None},
+                # refusal is required (string or null) in OpenAI's ChatCompletionResponseMessage.
+                "message": {"role": "assistant", "content": None, "refusal": None},
                 "logprobs": None,
                 "finish_reason": None,
                 "_content": [],

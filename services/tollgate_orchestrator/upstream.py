@@ -14,6 +14,7 @@ dumped again; a non-2xx answer becomes the same failure the SDK's status error d
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import openai
 import orjson
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from tollgate_common.config import ConfigError
 from tollgate_common.policy import ModelEntry, Policy
 from tollgate_orchestrator.retry import (
     CONNECTION,
@@ -156,8 +158,33 @@ class Provider:
     headers: httpx2.Headers
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_key_transport(field: str, base_url: str, insecure_hosts: frozenset[str]) -> None:
+    """A key may travel over plain HTTP only to loopback or a host the operator allowed."""
+    url = httpx2.URL(base_url)
+    host = url.host or ""
+    if url.scheme == "http" and not _is_loopback(host) and host not in insecure_hosts:
+        raise ConfigError(
+            f"{field}: {url.scheme}://{host} would carry a provider key in clear text; use "
+            "https, or list the host in TOLLGATE_ORCHESTRATOR_UPSTREAM_INSECURE_HOSTS"
+        )
+
+
 class Upstreams:
-    """The SDK clients, one per provider, created once."""
+    """The SDK clients, one per provider, created once.
+
+    A provider's key goes only to that provider's own base URL. With ``base_url``
+    (one server for every provider: vLLM, the simulator) only ``base_url_key`` is
+    sent, never a provider's key, which that server has no business seeing.
+    """
 
     def __init__(
         self,
@@ -166,25 +193,38 @@ class Upstreams:
         base_url: str | None,
         connect_timeout: float,
         read_timeout: float,
+        base_url_key: str = "",
+        insecure_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._base_url = base_url
+        self._base_url_key = base_url_key
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._clients: dict[str, Provider] = {}
+        if base_url is not None and base_url_key:
+            check_key_transport("upstream_base_url", base_url, insecure_hosts)
         for name, provider in policy.providers.items():
+            if base_url is not None:
+                self._clients[name] = self._make(base_url, base_url_key)
+                continue
             key = os.environ.get(provider.api_key_env, "") if provider.api_key_env else ""
-            self._clients[name] = self._make(base_url or provider.base_url, key)
+            if key:
+                check_key_transport(f"providers.{name}.base_url", provider.base_url, insecure_hosts)
+            self._clients[name] = self._make(provider.base_url, key)
 
     def _make(self, base_url: str, api_key: str) -> Provider:
         http = DefaultAioHttpClient()
         sdk = AsyncOpenAI(
             base_url=base_url,
-            api_key=api_key or "unused",  # local servers need none; the SDK needs a value
+            api_key=api_key or "unused",  # the SDK needs a value; "unused" is never sent
             max_retries=0,
             http_client=http,
         )
-        # The SDK's own headers (auth, user agent, platform); unset options are not str.
+        # The SDK's own headers (user agent, platform); unset options are not str. Since
+        # openai 3.x they carry no auth: the SDK adds it per request, so add it here.
         headers = {k: v for k, v in sdk.default_headers.items() if isinstance(v, str)}
+        if api_key:
+            headers.update(sdk.auth_headers)
         return Provider(
             sdk,
             http,
@@ -196,7 +236,7 @@ class Upstreams:
         c = self._clients.get(provider)
         if c is None and self._base_url is not None and len(self._clients) < 64:
             # A provider pushed in a newer router policy: with one base URL for all, serve it.
-            c = self._clients[provider] = self._make(self._base_url, "")
+            c = self._clients[provider] = self._make(self._base_url, self._base_url_key)
         return c
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ def build(settings: SimSettings) -> SimulatorApp:
         latency_scale=settings.latency_scale,
         allowed_models=settings.models,
         max_body_bytes=settings.max_body_bytes,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else "",
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import os
@@ -145,7 +146,10 @@ class SimulatorApp:
         latency_scale: float = 1.0,
         allowed_models: list[str] | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
+        api_key: str = "",
     ) -> None:
+        # With a key, /v1 answers 401 without "Authorization: Bearer <key>", as a provider does.
+        self._auth = f"Bearer {api_key}".encode() if api_key else None
         self.catalog = list(dict.fromkeys(catalog))
         self.allowed = frozenset(allowed_models) if allowed_models is not None else None
         self.latency = latency or LatencyTable()
@@ -174,6 +178,14 @@ class SimulatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
+        if self._auth is not None and not self._authorized(scope):
+            await send_error(
+                send,
+                401,
+                "Incorrect API key provided. You can find your API key in your account settings.",
+                code="invalid_api_key",
+            )
+            return
         handler = self._routes.get((scope["method"], scope["path"]))
         if handler is not None:
             await handler(scope, receive, send)
@@ -185,6 +197,15 @@ class SimulatorApp:
             await send_error(send, 405, f"Method {scope['method']} not allowed on {path}.")
         else:
             await send_error(send, 404, f"Unknown path {path}.", code="unknown_url")
+
+    def _authorized(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path.startswith(("/_sim/", "/healthz")):  # test controls and probes are keyless
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._auth or b"")
+        return False
 
     # --- models ---------------------------------------------------------------------
 

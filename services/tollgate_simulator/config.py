@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from tollgate_common.config import ConfigError, ServiceSettings, format_validation_error
@@ -33,6 +33,8 @@ class SimSettings(ServiceSettings):
     # Env takes a JSON list or a comma-separated string.
     models: Annotated[list[str] | None, NoDecode] = None
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # When set, /v1 requests need "Authorization: Bearer <key>" (401 otherwise).
+    api_key: SecretStr | None = None
 
     @field_validator("models", mode="before")
     @classmethod

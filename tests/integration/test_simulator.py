@@ -36,11 +36,18 @@ WEATHER_TOOL: Any = {
 }
 
 
+# The simulator checks a key as a provider does; every test here sends this one.
+KEY = "x"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """An instant simulator (latency_scale 0) shared by the module; reset per test."""
     stack = Stack(
-        log_dir=tmp_path_factory.mktemp("sim"), sim_env={"TOLLGATE_SIM_LATENCY_SCALE": "0"}
+        log_dir=tmp_path_factory.mktemp("sim"),
+        sim_env={"TOLLGATE_SIM_LATENCY_SCALE": "0"},
+        sim_key=KEY,
     )
     try:
         stack.start_sim()
@@ -57,6 +64,7 @@ def slow_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     lat.write_text("'*': {fixed_ms: 10, per_token_ms: 100}\n")
     stack = Stack(
         log_dir=tmp,
+        sim_key=KEY,
         sim_env={"TOLLGATE_SIM_LATENCY_FILE": str(lat), "TOLLGATE_SIM_MODELS": "slow-model,other"},
     )
     try:
@@ -85,14 +93,14 @@ class Control:
 
 @pytest.fixture
 async def ctl(sim: Stack) -> AsyncIterator[Control]:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         c = Control(session, sim.sim_url)
         await c.call("POST", "/_sim/reset")
         yield c
 
 
 def client(stack: Stack, **kw: Any) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"{stack.sim_url}/v1", api_key="x", max_retries=0, **kw)
+    return AsyncOpenAI(base_url=f"{stack.sim_url}/v1", api_key=KEY, max_retries=0, **kw)
 
 
 async def test_deterministic_answer_and_usage(sim: Stack, ctl: Control) -> None:
@@ -179,7 +187,7 @@ async def test_429_with_retry_after_then_success(sim: Stack, ctl: Control) -> No
 
 async def test_sdk_retries_honour_retry_after(sim: Stack, ctl: Control) -> None:
     await ctl.fault(model="*", status=429, retry_after=0.1)
-    async with AsyncOpenAI(base_url=f"{sim.sim_url}/v1", api_key="x", max_retries=1) as c:
+    async with AsyncOpenAI(base_url=f"{sim.sim_url}/v1", api_key=KEY, max_retries=1) as c:
         ok = await asyncio.wait_for(
             c.chat.completions.create(model="gpt-4o", messages=USER),
             timeout=30,
@@ -326,7 +334,7 @@ async def test_stream_is_written_incrementally_and_client_disconnect_is_seen(
 ) -> None:
     """100 ms per token: the first chunks arrive while the rest is still being produced,
     and leaving early stops the generation (the simulator counts the disconnect)."""
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         ctl = Control(session, slow_sim.sim_url)
         await ctl.call("POST", "/_sim/reset")
         async with client(slow_sim) as c:
@@ -355,3 +363,15 @@ def test_bad_setting_exits_2_naming_the_env_var(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and b"TOLLGATE_SIM_LATENCY_SCALE" in proc.stderr
+
+
+async def test_a_wrong_or_missing_key_is_refused_as_a_provider_does(sim: Stack) -> None:
+    url = f"{sim.sim_url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with session.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["error"]["code"] == "invalid_api_key"
+        async with session.get(f"{sim.sim_url}/healthz") as resp:
+            assert resp.status == 200  # probes and /_sim controls need no key

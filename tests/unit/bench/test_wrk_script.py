@@ -17,7 +17,8 @@ def test_both_modes_get_only_2xx_answers(tmp_path: Path) -> None:
     try:
         stack.start_sim()
         url = f"{stack.sim_url}/v1/chat/completions"
-        for load in (wrk.Load(), wrk.Load(mode="unique", temperature="0.7", key="k")):
+        key = stack.sim_key
+        for load in (wrk.Load(key=key), wrk.Load(mode="unique", temperature="0.7", key=key)):
             r = wrk.run(url, 2, 1, load)
             assert r.requests > 0
             assert r.errors == 0  # a malformed body would be a 400, counted as a status error

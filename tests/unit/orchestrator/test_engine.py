@@ -13,7 +13,15 @@ from tollgate_orchestrator.accounting import Usage, format_cost, round_cost
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.engine import Reply, StreamReply
 from tollgate_orchestrator.errors import ApiError
-from tollgate_orchestrator.retry import CLIENT, RATE_LIMIT, SERVER, TIMEOUT, Failure
+from tollgate_orchestrator.retry import (
+    CLIENT,
+    MODEL_NOT_FOUND,
+    RATE_LIMIT,
+    SERVER,
+    TIMEOUT,
+    UPSTREAM_AUTH,
+    Failure,
+)
 from tollgate_orchestrator.sse import COST_FIELD, data_of
 from tollgate_orchestrator.validation import Limits, parse_chat_request
 
@@ -167,6 +175,55 @@ async def test_exhausted_chain_is_a_clear_error(failure: Failure, status: int, c
         assert info.value.headers["retry-after"] == "1"
     llm = {"provider": "openai", "model": "gpt-4.1-mini", "intent": "chat", "tenant": "t"}
     assert rig.value("tollgate_llm_requests_total", **llm, outcome="error") == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (Failure(UPSTREAM_AUTH, 401), "upstream_auth_error"),
+        (Failure(UPSTREAM_AUTH, 403), "upstream_auth_error"),
+        (Failure(MODEL_NOT_FOUND, 404), "upstream_model_not_found"),
+    ],
+)
+async def test_upstream_auth_failures_fall_back_and_never_leak_the_provider_text(
+    failure: Failure, code: str
+) -> None:
+    leaky = {
+        "error": {
+            "message": "Incorrect API key provided: sk-proj-****abcd. See https://platform.example/acct",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
+    f = Failure(failure.error_class, failure.status, body=leaky)
+    # The first model's key is refused: the next model serves, without a retry on the first.
+    rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [f]})
+    reply = await rig.engine.handle(request(), "t", "r")
+    assert isinstance(reply, Reply)
+    assert reply.headers["x-tollgate-model"] == "gpt-4.1-mini"
+    assert rig.upstream.attempts == {"gpt-4o-mini": 1, "gpt-4.1-mini": 1}
+    # Every model refused: a 502 that is the gateway's, never the tenant's invalid_api_key.
+    rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [f] * 5, "gpt-4.1-mini": [f] * 5})
+    with pytest.raises(ApiError) as info:
+        await rig.engine.handle(request(), "t", "r")
+    assert (info.value.status, info.value.code) == (502, code)
+    body = info.value.body().decode()
+    assert "sk-proj" not in body and "platform.example" not in body
+    assert rig.upstream.attempts == {"gpt-4o-mini": 1, "gpt-4.1-mini": 1}
+
+
+async def test_refused_keys_open_the_breaker() -> None:
+    rig = Rig(
+        ["gpt-4o-mini", "gpt-4.1-mini"],
+        {"gpt-4o-mini": [Failure(UPSTREAM_AUTH, 401)] * 10},
+        breaker_consecutive_failures=2,
+    )
+    for _ in range(3):
+        reply = await rig.engine.handle(request(), "t", "r")
+        assert isinstance(reply, Reply)
+    assert rig.upstream.attempts["gpt-4o-mini"] == 2  # then skipped while open
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    assert rig.value("tollgate_circuit_breaker_opens_total", **labels) == 1
 
 
 async def test_breaker_opens_and_skips_the_model() -> None:

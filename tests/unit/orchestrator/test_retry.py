@@ -9,9 +9,11 @@ import pytest
 from tollgate_orchestrator.retry import (
     CLIENT,
     CONNECTION,
+    MODEL_NOT_FOUND,
     RATE_LIMIT,
     SERVER,
     TIMEOUT,
+    UPSTREAM_AUTH,
     Failure,
     RetryBudget,
     RetryPolicy,
@@ -39,15 +41,20 @@ def one() -> float:
         (500, SERVER),
         (503, SERVER),
         (408, SERVER),
+        (409, SERVER),
         (400, CLIENT),
-        (401, CLIENT),
-        (404, CLIENT),
+        (413, CLIENT),
         (422, CLIENT),
+        # The gateway's key or catalog is wrong, not the client's request.
+        (401, UPSTREAM_AUTH),
+        (402, UPSTREAM_AUTH),
+        (403, UPSTREAM_AUTH),
+        (404, MODEL_NOT_FOUND),
     ],
 )
 def test_status_classes(status: int, cls: str) -> None:
     assert classify_status(status) == cls
-    assert Failure(cls).retryable == (cls != CLIENT)
+    assert Failure(cls).retryable == (cls in (RATE_LIMIT, SERVER))
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
@@ -96,3 +103,11 @@ def test_retry_budget_limits_retries_in_flight() -> None:
     assert b.allows()  # 20 * 0.2 = 4
     b.retries = 4
     assert not b.allows()
+
+
+@pytest.mark.parametrize("cls", [UPSTREAM_AUTH, MODEL_NOT_FOUND])
+def test_gateway_side_failures_fall_back_and_count_against_the_breaker(cls: str) -> None:
+    f = Failure(cls, 401)
+    assert not f.retryable  # the same key will be refused again: move to the next model
+    assert f.counts_against_breaker
+    assert not Failure(CLIENT, 400).counts_against_breaker
