@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,8 @@ def free_port() -> int:
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's env without its ``TOLLGATE_*``: a developer's settings never leak
+    into a test's stack. ``make run`` passes them on explicitly (tools/run.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
     env["PYTHONPATH"] = PYTHONPATH + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
@@ -39,14 +42,30 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _exited_unreaped(pid: int) -> bool:
+    """Whether ``pid`` (our child) has exited, leaving it a zombie: while it is one, its
+    pid and process group id cannot be reused, so signalling the group stays safe."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped already
+        return True
+    return info is not None
+
+
 @dataclass
 class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    _stopped: bool = field(default=False, repr=False)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def exited(self) -> bool:
+        """Like ``not alive()`` but without reaping, so ``stop()`` can still clean up
+        the process group safely."""
+        return self.popen.returncode is not None or _exited_unreaped(self.popen.pid)
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -58,32 +77,76 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.exited():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def stop(self, timeout: float = 10.0) -> int | None:
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(5)
+        """SIGTERM the process group, SIGKILL after ``timeout``; then SIGKILL what is left
+        of the group (children of children that outlived the leader) and reap the leader.
+        Idempotent."""
+        if self._stopped:
+            return self.popen.returncode
+        if self.popen.returncode is None:
+            if not self.exited():
+                self.signal(signal.SIGTERM)
+                if not self._wait_exit(timeout):
+                    self.signal(signal.SIGKILL)
+                    self._wait_exit(5)
+            # The leader is a zombie now: the group id is still ours.
+            self.signal(signal.SIGKILL)
         else:
-            self.signal(signal.SIGKILL)  # children it may have left behind
+            self.signal(signal.SIGKILL)  # reaped by someone else: best effort
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        self._stopped = True
         return self.popen.returncode
 
 
-def spawn(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> Proc:
+def spawn(
+    name: str, args: list[str], env: Mapping[str, str], log_dir: Path, *, append: bool = False
+) -> Proc:
+    """Start ``args`` in a new session, output to ``log_dir/name.log`` (appended to when
+    ``append``: a restart keeps the crash's traceback)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    log = log_path.open("wb")
-    popen = subprocess.Popen(
-        args,
-        env=dict(env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    with log_path.open("ab" if append else "wb") as log:
+        popen = subprocess.Popen(
+            args,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     return Proc(name, popen, log_path)
+
+
+def probe_http(url: str, expect: int = 200, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == expect)
+    except OSError:
+        return False
+
+
+def probe_grpc(port: int, timeout: float = 1.0) -> bool:
+    """One gRPC health check of the whole server: SERVING or not."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            resp = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def wait_http(url: str, proc: Proc, timeout: float = 30.0, expect: int = 200) -> None:
@@ -122,6 +185,29 @@ def wait_grpc(port: int, proc: Proc, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{proc.name} gRPC not SERVING on {port}\n{proc.log_tail()}")
 
 
+@dataclass(frozen=True)
+class Service:
+    """How to start one process and tell that it is ready: kept so that a restart
+    (tools/supervise.py) reuses exactly the same command, env and ports."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    ready_url: str | None = None  # HTTP 200 here: ready
+    grpc_port: int | None = None  # or gRPC health SERVING here
+
+    def ready(self) -> bool:
+        if self.grpc_port is not None:
+            return probe_grpc(self.grpc_port, timeout=0.5)
+        return self.ready_url is not None and probe_http(self.ready_url, timeout=0.5)
+
+    def wait(self, proc: Proc, timeout: float = 30.0) -> None:
+        if self.grpc_port is not None:
+            wait_grpc(self.grpc_port, proc, timeout)
+        elif self.ready_url is not None:
+            wait_http(self.ready_url, proc, timeout)
+
+
 @dataclass
 class Ports:
     sim: int = field(default_factory=free_port)
@@ -144,11 +230,17 @@ class Stack:
     log_dir: Path
     ports: Ports = field(default_factory=Ports)
     env: dict[str, str] = field(default_factory=dict)  # extra env for every process
+    # Per process; these win over what the stack sets (ports, peer addresses, upstream).
     sim_env: dict[str, str] = field(default_factory=dict)
     router_env: dict[str, str] = field(default_factory=dict)
     cache_env: dict[str, str] = field(default_factory=dict)
     orch_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
+    # The simulator checks a key as a provider does; the orchestrator sends it upstream.
+    sim_key: str = field(default_factory=lambda: "sk-sim-" + secrets.token_urlsafe(16))
+    # False: no simulator, and the orchestrator uses the policy's provider base URLs.
+    simulator: bool = True
+    services: dict[str, Service] = field(default_factory=dict)  # what was started, in order
 
     @property
     def base_url(self) -> str:
@@ -161,15 +253,18 @@ class Stack:
     def _env(self, own: Mapping[str, str]) -> dict[str, str]:
         return base_env({**self.env, **own})
 
-    def start_sim(self) -> Proc:
-        env = self._env({"TOLLGATE_SIM_PORT": str(self.ports.sim), **self.sim_env})
-        p = self.procs["simulator"] = spawn(
-            "simulator", [sys.executable, "-m", "tollgate_simulator"], env, self.log_dir
+    def sim_service(self) -> Service:
+        env = self._env(
+            {
+                "TOLLGATE_SIM_PORT": str(self.ports.sim),
+                "TOLLGATE_SIM_API_KEY": self.sim_key,
+                **self.sim_env,
+            }
         )
-        wait_http(f"{self.sim_url}/v1/models", p)
-        return p
+        args = [sys.executable, "-m", "tollgate_simulator"]
+        return Service("simulator", args, env, ready_url=f"{self.sim_url}/healthz")
 
-    def start_router(self) -> Proc:
+    def router_service(self) -> Service:
         env = self._env(
             {
                 "TOLLGATE_ROUTER_GRPC_PORT": str(self.ports.router),
@@ -177,13 +272,10 @@ class Stack:
                 **self.router_env,
             }
         )
-        p = self.procs["router"] = spawn(
-            "router", [sys.executable, "-m", "tollgate_router"], env, self.log_dir
-        )
-        wait_grpc(self.ports.router, p)
-        return p
+        args = [sys.executable, "-m", "tollgate_router"]
+        return Service("router", args, env, grpc_port=self.ports.router)
 
-    def start_cache(self) -> Proc:
+    def cache_service(self) -> Service:
         env = self._env(
             {
                 "TOLLGATE_CACHE_GRPC_PORT": str(self.ports.cache),
@@ -191,11 +283,57 @@ class Stack:
                 **self.cache_env,
             }
         )
-        p = self.procs["cache"] = spawn(
-            "cache", [sys.executable, "-m", "tollgate_cache"], env, self.log_dir
+        args = [sys.executable, "-m", "tollgate_cache"]
+        return Service("cache", args, env, grpc_port=self.ports.cache)
+
+    def orchestrator_service(
+        self,
+        name: str = "orchestrator",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        **extra: str,
+    ) -> Service:
+        http_port = http_port or self.ports.http
+        upstream = (
+            {
+                "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": f"{self.sim_url}/v1",
+                "TOLLGATE_ORCHESTRATOR_UPSTREAM_API_KEY": self.sim_key,
+            }
+            if self.simulator
+            else {}
         )
-        wait_grpc(self.ports.cache, p)
+        env = self._env(
+            {
+                "TOLLGATE_ORCHESTRATOR_HTTP_PORT": str(http_port),
+                "TOLLGATE_ORCHESTRATOR_GRPC_PORT": str(grpc_port or self.ports.orch_grpc),
+                "TOLLGATE_ORCHESTRATOR_ROUTER_ADDR": f"127.0.0.1:{self.ports.router}",
+                "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{self.ports.cache}",
+                **upstream,
+                **self.orch_env,
+                **extra,
+            }
+        )
+        args = [sys.executable, "-m", "tollgate_orchestrator"]
+        return Service(name, args, env, ready_url=f"http://127.0.0.1:{http_port}/readyz")
+
+    def launch(self, service: Service, *, wait: bool = True, append: bool = False) -> Proc:
+        """Start ``service`` (again, with ``append``: its log is kept) and record it."""
+        self.services[service.name] = service
+        p = self.procs[service.name] = spawn(
+            service.name, service.args, service.env, self.log_dir, append=append
+        )
+        if wait:
+            service.wait(p)
         return p
+
+    def start_sim(self) -> Proc:
+        return self.launch(self.sim_service())
+
+    def start_router(self) -> Proc:
+        return self.launch(self.router_service())
+
+    def start_cache(self) -> Proc:
+        return self.launch(self.cache_service())
 
     def start_orchestrator(
         self,
@@ -204,30 +342,17 @@ class Stack:
         grpc_port: int | None = None,
         **extra: str,
     ) -> Proc:
-        http_port = http_port or self.ports.http
-        env = self._env(
-            {
-                "TOLLGATE_ORCHESTRATOR_HTTP_PORT": str(http_port),
-                "TOLLGATE_ORCHESTRATOR_GRPC_PORT": str(grpc_port or self.ports.orch_grpc),
-                "TOLLGATE_ORCHESTRATOR_ROUTER_ADDR": f"127.0.0.1:{self.ports.router}",
-                "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{self.ports.cache}",
-                "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": f"{self.sim_url}/v1",
-                **self.orch_env,
-                **extra,
-            }
-        )
-        p = self.procs[name] = spawn(
-            name, [sys.executable, "-m", "tollgate_orchestrator"], env, self.log_dir
-        )
-        wait_http(f"http://127.0.0.1:{http_port}/readyz", p)
-        return p
+        return self.launch(self.orchestrator_service(name, http_port, grpc_port, **extra))
+
+    def planned(self) -> list[Service]:
+        """The services ``start()`` starts, in order: dependencies before the orchestrator."""
+        first = [self.sim_service()] if self.simulator else []
+        return [*first, self.router_service(), self.cache_service(), self.orchestrator_service()]
 
     def start(self) -> Stack:
         try:
-            self.start_sim()
-            self.start_router()
-            self.start_cache()
-            self.start_orchestrator()
+            for service in self.planned():
+                self.launch(service)
         except BaseException:
             self.stop()
             raise
