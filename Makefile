@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv system-deps proto proto-check run test test-fast lint fmt docs tools \
-        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean
+        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean node-deps
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,16 +21,25 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP) ## create .venv with runtime and dev dependencies
 
+# The Node clients and the independent mock upstream the tests drive, pinned by tests/node's lock.
+NODE_STAMP := tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node >= 20.15) is needed for the client tests" >&2; exit 1; }
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: $(NODE_STAMP) ## npm ci the Node clients and aimock into tests/node/node_modules
+
 system-deps: ## install the Debian packages the tests use (redis, prometheus, alertmanager)
 	@bash tools/system-deps.sh
 
 proto: $(STAMP) ## regenerate proto/gen/python from proto/
 	$(PY) tools/gen_proto.py
 
-run: $(STAMP) ## start simulator, router, cache and orchestrator on the default ports
-	$(PY) -m tools.run
+run: $(STAMP) ## the stack on the default ports until Ctrl-C (UPSTREAM=openai: real provider, needs OPENAI_API_KEY)
+	$(PY) -m tools.run --upstream $(or $(UPSTREAM),simulator)
 
-test: $(STAMP) system-deps tools ## everything CI runs: lint, then all tests
+test: $(STAMP) system-deps tools node-deps ## everything CI runs: lint, then all tests
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -85,4 +94,4 @@ kind-e2e: $(STAMP) tools ## install on kind with values/kind.yaml, smoke-test, t
 	bash deploy/kind/e2e.sh
 
 clean: ## remove build outputs and local state
-	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
