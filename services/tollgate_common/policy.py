@@ -56,8 +56,11 @@ class TenantPolicy(_Strict):
 
 
 class CachePolicy(_Strict):
+    """Read by the orchestrator: ``enabled: false`` stops lookups and stores, ``ttl_seconds``
+    is sent with every store (unset: the cache service's ``default_ttl_seconds``)."""
+
     enabled: bool = True
-    ttl_seconds: int = Field(default=3600, ge=1)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=2_592_000)
 
 
 class Policy(_Strict):

@@ -11,7 +11,7 @@ from tollgate_common.config import ConfigError, load_settings
 from tollgate_common.logging import setup_logging
 from tollgate_common.policy import PolicyError
 from tollgate_orchestrator.config import OrchestratorSettings
-from tollgate_orchestrator.server import serve
+from tollgate_orchestrator.wiring import serve
 
 
 def main() -> int:

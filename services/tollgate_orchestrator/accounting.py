@@ -1,4 +1,4 @@
-"""Cost accounting: usage from an upstream answer, priced, rounded once. Pure.
+"""Accounting: usage priced and rounded once, and the metrics of every finished request.
 
 The number in ``x-tollgate-cost-usd`` and the one added to
 ``tollgate_llm_cost_usd_total`` are the same float, so sums of either agree.
@@ -6,11 +6,15 @@ The number in ``x-tollgate-cost-usd`` and the one added to
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tollgate.cache.v1 import cache_pb2
 from tollgate_common.policy import cost_usd
-from tollgate_orchestrator.upstream import Target
+from tollgate_orchestrator.admission import Admission
+from tollgate_orchestrator.metrics import OrchestratorMetrics
+from tollgate_orchestrator.types import LlmRequest, RouteDecision, Target
 
 
 def round_cost(usd: float) -> float:
@@ -22,29 +26,12 @@ def format_cost(usd: float) -> str:
     return "0" if usd == 0 else f"{usd:.12g}"
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt: int = 0
     completion: int = 0
     cached: int = 0
     reasoning: int = 0
-
-    @classmethod
-    def of(cls, usage: object) -> Usage:
-        if not isinstance(usage, dict):
-            return cls()
-        pd = usage.get("prompt_tokens_details")
-        cd = usage.get("completion_tokens_details")
-        return cls(
-            _int(usage.get("prompt_tokens")),
-            _int(usage.get("completion_tokens")),
-            _int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0,
-            _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0,
-        )
 
     def cost(self, target: Target) -> float:
         return round_cost(cost_usd(target.entry, self.prompt, self.completion, self.cached))
@@ -56,3 +43,78 @@ class Usage:
             cached_prompt_tokens=self.cached,
             reasoning_tokens=self.reasoning,
         )
+
+
+@dataclass(slots=True)
+class Call:
+    """What the pipeline learns about one request on its way, for accounting."""
+
+    req: LlmRequest
+    adm: Admission
+    started: float
+    decision: RouteDecision | None = None
+    cache: str = "bypass"  # hit | miss | bypass
+    key: str = ""
+    store: bool = False
+    upstream_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return self.adm.tenant
+
+    @property
+    def route(self) -> RouteDecision:
+        assert self.decision is not None, "routed before use"
+        return self.decision
+
+
+class Accounting:
+    """Tokens, cost, savings, outcomes and durations, written once per request."""
+
+    def __init__(
+        self, metrics: OrchestratorMetrics, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+
+    def hit(self, call: Call, provider: str, model: str, saved_usd: float) -> None:
+        m = self.metrics
+        m.llm_requests(
+            *m.labels(provider, model, call.route.intent, call.tenant), "cache_hit"
+        ).inc()
+        if saved_usd > 0:
+            m.savings("cache", m.tenant(call.tenant)).inc(saved_usd)
+        m.overhead("hit").observe(max(0.0, self.clock() - call.started))
+
+    def answered(self, call: Call, target: Target, usage: Usage, outcome: str) -> float:
+        """A finished upstream call (whole or streamed): returns its cost, also on the admission."""
+        d, m, req = call.route, self.metrics, call.req
+        cost = call.adm.cost = usage.cost(target)
+        labels = m.labels(target.provider, target.name, d.intent, call.tenant)
+        m.usage(labels, usage.prompt, usage.cached, usage.completion, usage.reasoning, cost)
+        m.llm_requests(*labels, outcome).inc()
+        if req.model == "auto" and d.baseline is not None and d.baseline.name != target.name:
+            baseline = cost_usd(d.baseline.entry, usage.prompt, usage.completion, usage.cached)
+            saved = round_cost(baseline) - cost
+            if saved > 0:
+                m.savings("routing", m.tenant(call.tenant)).inc(saved)
+        total = self.clock() - call.started
+        error = "" if outcome == "success" else outcome
+        m.genai(
+            target.provider, req.model, target.name, total, error, usage.prompt, usage.completion
+        )
+        self._overhead(call, total)
+        return cost
+
+    def failed(self, call: Call, target: Target, error_type: str) -> None:
+        m = self.metrics
+        labels = m.labels(target.provider, target.name, call.route.intent, call.tenant)
+        m.llm_requests(*labels, "error").inc()
+        total = self.clock() - call.started
+        m.genai(target.provider, call.req.model, target.name, total, error_type)
+        self._overhead(call, total)
+
+    def _overhead(self, call: Call, total: float) -> None:
+        overhead = total - call.upstream_seconds - call.wait_seconds
+        self.metrics.overhead(call.cache).observe(max(0.0, overhead))

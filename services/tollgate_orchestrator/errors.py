@@ -1,4 +1,5 @@
-"""OpenAI-shaped errors: one exception type, one body builder, one gRPC mapping.
+"""OpenAI-shaped errors: one exception type, one body builder, one gRPC mapping, and the
+one table from a failure to the status a client sees.
 
 Every error leaves as ``{"error": {"message", "type", "param", "code"}}`` with real
 JSON values or null, whatever raised it.
@@ -6,14 +7,15 @@ JSON values or null, whatever raised it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 import orjson
 
-INVALID = "invalid_request_error"
-SERVER = "server_error"
+INVALID = "invalid_request_error"  # the OpenAI error types
+ERROR_TYPE_SERVER = "server_error"
 
 _GRPC_CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -96,7 +98,7 @@ def upstream_error(status: int, body: object, headers: Mapping[str, str] | None 
     """An upstream 4xx passed through in OpenAI's shape, whatever shape it came in."""
     err: Any = body.get("error", body) if isinstance(body, dict) else None
     message = f"upstream returned {status}"
-    type_: str | None = INVALID if status < 500 else SERVER
+    type_: str | None = INVALID if status < 500 else ERROR_TYPE_SERVER
     param: str | int | None = None
     code: str | int | None = None
     if isinstance(err, dict):
@@ -120,3 +122,64 @@ def upstream_error(status: int, body: object, headers: Mapping[str, str] | None 
     )
     e.code = None if code is None else str(code)
     return e
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{model[:100]}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+        reason="not_found",
+    )
+
+
+def exhausted(error_class: str, retry_after: float | None = None) -> ApiError:
+    """What the client gets when no model of the chain served, by the last failure's class
+    (the values of ``tollgate_orchestrator.retry``; "deadline" when time ran out)."""
+    if error_class == "circuit_open":
+        return ApiError(
+            503,
+            "Every model that could serve this request is unavailable; retry shortly.",
+            type_=ERROR_TYPE_SERVER,
+            code="upstream_unavailable",
+            headers={"retry-after": "1"},
+        )
+    if error_class in ("deadline", "timeout"):
+        return ApiError(
+            504,
+            "The upstream model did not answer in time.",
+            type_=ERROR_TYPE_SERVER,
+            code="timeout",
+        )
+    if error_class == "rate_limit":
+        wait = max(1, math.ceil(retry_after if retry_after is not None else 1))
+        return ApiError(
+            429,
+            "The upstream model is rate limited; retry later.",
+            type_="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(wait)},
+        )
+    if error_class == "upstream_auth":
+        # The provider's text can hold a masked key and the account's URL: never relay it.
+        return ApiError(
+            502,
+            "The upstream provider refused the gateway's credentials; "
+            "this is a gateway configuration problem, not your API key.",
+            type_=ERROR_TYPE_SERVER,
+            code="upstream_auth_error",
+        )
+    if error_class == "model_not_found":
+        return ApiError(
+            502,
+            "The upstream provider does not serve the model the gateway is configured with.",
+            type_=ERROR_TYPE_SERVER,
+            code="upstream_model_not_found",
+        )
+    return ApiError(
+        502,
+        f"The upstream model failed ({error_class}) and no fallback succeeded.",
+        type_=ERROR_TYPE_SERVER,
+        code="upstream_error",
+    )

@@ -1,4 +1,7 @@
-"""The OpenAI-compatible HTTP API (FastAPI): thin handlers over the engine.
+"""The HTTP face (FastAPI): one route per registered dialect, over the pipeline.
+
+Statuses and ``x-tollgate-*`` headers are decided here, from the pipeline's ``Meta``
+and the error it raised; bodies are the dialect's.
 
 A pure-ASGI middleware (not BaseHTTPMiddleware, which buffers and slows streams)
 sets ``x-request-id``, records the HTTP metrics by route template, and turns any
@@ -10,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -23,10 +26,14 @@ from starlette.responses import Response, StreamingResponse
 
 from tollgate_common.logging import request_id_var
 from tollgate_orchestrator import openapi
-from tollgate_orchestrator.engine import Reply, StreamReply
-from tollgate_orchestrator.errors import SERVER, ApiError, error_body
-from tollgate_orchestrator.gateway import Gateway, request_id
-from tollgate_orchestrator.validation import parse_body
+from tollgate_orchestrator.accounting import format_cost
+from tollgate_orchestrator.admission import Admission, request_id
+from tollgate_orchestrator.dialects import DIALECTS, Dialect
+from tollgate_orchestrator.errors import ERROR_TYPE_SERVER, ApiError, error_body
+from tollgate_orchestrator.types import Meta, Outcome, Streamed
+
+if TYPE_CHECKING:  # the composition root imports the faces, not the reverse
+    from tollgate_orchestrator.wiring import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +43,37 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
-ROUTES = (CHAT_PATH, MODELS_PATH, "/healthz", "/readyz", "/metrics")
+PROBES = (MODELS_PATH, "/healthz", "/readyz", "/metrics")
 _JSON = "application/json"
+_YES = ("1", "true", "yes")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
-def error_response(err: ApiError) -> Response:
-    return Response(err.body(), err.status, headers=err.headers, media_type=_JSON)
+def routes() -> tuple[str, ...]:
+    """The route templates of the metrics: every dialect's, then the others."""
+    return (*DIALECTS, *PROBES)
+
+
+def error_response(err: ApiError, dialect: Dialect | None = None) -> Response:
+    body = dialect.error_body(err) if dialect is not None else err.body()
+    return Response(body, err.status, headers=err.headers, media_type=_JSON)
+
+
+def response_headers(meta: Meta) -> dict[str, str]:
+    h = {
+        "x-tollgate-model": meta.model,
+        "x-tollgate-intent": meta.intent,
+        "x-tollgate-cache": meta.cache,
+    }
+    if meta.tier:
+        h["x-tollgate-tier"] = meta.tier
+    if meta.cost is not None:
+        h["x-tollgate-cost-usd"] = format_cost(meta.cost)
+    if meta.degraded:
+        h["x-tollgate-route"] = "degraded"
+    return h
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -55,8 +83,8 @@ class Observe:
     """x-request-id, HTTP metrics and a last-resort error body, for every request.
 
     ``fast`` maps (method, path) to a route and its endpoint, called straight from
-    here: the chat endpoint takes only the ``Request``, so FastAPI's routing, request
-    wrapping and dependency solving add nothing for it but CPU. Other requests, and
+    here: the dialect endpoints take only the ``Request``, so FastAPI's routing, request
+    wrapping and dependency solving add nothing for them but CPU. Other requests, and
     other methods on the same path (a 405), take the whole FastAPI stack.
     """
 
@@ -114,7 +142,8 @@ class Observe:
         except Exception:
             log.exception("unhandled error")
             if status[0] == 0:
-                body = error_body("The server had an error processing your request.", SERVER)
+                msg = "The server had an error processing your request."
+                body = error_body(msg, ERROR_TYPE_SERVER)
                 await tagging_send(
                     {
                         "type": "http.response.start",
@@ -133,28 +162,27 @@ class Observe:
 
 
 class SSEResponse(StreamingResponse):
-    """Streams a ``StreamReply``; afterwards its accounting runs and the slot frees,
-    whether the stream completed, failed, or the client went away."""
+    """Streams a ``Streamed`` answer, then closes its admission, whether the stream
+    completed, failed, or the client went away."""
 
-    def __init__(self, reply: StreamReply, release: Callable[[], None]) -> None:
+    def __init__(self, events: AsyncIterator[bytes], meta: Meta, adm: Admission) -> None:
         super().__init__(
-            reply.events,
+            events,
             media_type="text/event-stream",
-            headers={**reply.headers, **_SSE_HEADERS},
+            headers={**response_headers(meta), **_SSE_HEADERS},
         )
-        self._reply = reply
-        self._release = release
+        self._events = events
+        self._adm = adm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                aclose = getattr(self._reply.events, "aclose", None)
+                aclose = getattr(self._events, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                await self._reply.close()
-            self._release()
+                await self._adm.close()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -192,9 +220,7 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], flag: lis
             return
 
 
-async def _run_watched(
-    request: Request, work: Awaitable[Reply | StreamReply]
-) -> Reply | StreamReply:
+async def _run_watched(request: Request, work: Awaitable[Outcome]) -> Outcome:
     task = asyncio.current_task()
     assert task is not None
     flag = [False]
@@ -237,45 +263,45 @@ def build_app(gw: Gateway) -> FastAPI:
         gw.metrics.rejected("invalid")
         return error_response(ApiError(400, "Invalid request.", param=param))
 
-    @app.post(
-        CHAT_PATH,
-        openapi_extra=openapi.chat_operation(s.max_messages, s.max_tokens_cap, s.max_n),
-        response_class=Response,
-        summary="Create a chat completion (OpenAI-compatible)",
-    )
-    async def chat_completions(request: Request) -> Response:
-        try:
-            gw.slots.acquire()
-        except ApiError as err:
-            gw.metrics.rejected(err.reason)
-            return error_response(err)
-        handed_over = False
-        try:
-            tenant = gw.keys.tenant_for(request.headers.get("authorization"))
-            raw = await read_body(request, s.max_body_bytes)
-            req = parse_body(raw, gw.limits)
-            opt_in = request.headers.get(s.cache_opt_in_header, "").lower() in ("1", "true", "yes")
-            work = gw.engine.handle(
-                req,
-                tenant,
-                request.scope["state"]["request_id"],
-                request.headers.get("cache-control"),
-                opt_in,
-            )
-            reply = await _run_watched(request, work)
-            if isinstance(reply, StreamReply):
-                handed_over = True
-                return SSEResponse(reply, gw.slots.release)
-            return Response(reply.body, 200, headers=reply.headers, media_type=_JSON)
-        except ApiError as err:
-            if err.reason in ("auth", "size", "invalid", "not_found"):
-                gw.metrics.rejected(err.reason)
-            return error_response(err)
-        except _Disconnected:
-            return Response(b"", CLIENT_CLOSED)
-        finally:
-            if not handed_over:
-                gw.slots.release()
+    def endpoint(dialect: Dialect) -> Endpoint:
+        async def llm(request: Request) -> Response:
+            try:
+                adm = gw.admissions.open(request.scope["state"]["request_id"])
+            except ApiError as err:
+                return error_response(err, dialect)
+            try:
+                adm.tenant = gw.keys.tenant_for(request.headers.get("authorization"))
+                req = dialect.parse(await read_body(request, s.max_body_bytes), gw.limits)
+                opt_in = request.headers.get(s.cache_opt_in_header, "").lower() in _YES
+                work = gw.pipeline.handle(adm, req, request.headers.get("cache-control"), opt_in)
+                outcome = await _run_watched(request, work)
+            except BaseException as exc:
+                await adm.close()
+                if isinstance(exc, ApiError):
+                    gw.admissions.rejected(exc)
+                    return error_response(exc, dialect)
+                if isinstance(exc, _Disconnected):
+                    return Response(b"", CLIENT_CLOSED)
+                raise
+            if isinstance(outcome, Streamed):
+                return SSEResponse(dialect.render_stream(outcome.events), outcome.meta, adm)
+            await adm.close()
+            headers = response_headers(outcome.meta)
+            return Response(dialect.render(outcome.body), 200, headers=headers, media_type=_JSON)
+
+        return llm
+
+    fast: dict[tuple[str, str], tuple[Any, Endpoint]] = {}
+    for path, dialect in DIALECTS.items():
+        handler = endpoint(dialect)
+        app.post(
+            path,
+            openapi_extra=dialect.openapi(gw.limits),
+            response_class=Response,
+            summary=dialect.summary,
+        )(handler)
+        route = next(r for r in app.routes if getattr(r, "path", None) == path)
+        fast[("POST", path)] = (route, handler)
 
     @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)
     async def models(request: Request) -> Response:
@@ -287,7 +313,7 @@ def build_app(gw: Gateway) -> FastAPI:
         data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tollgate"}]
         data += [
             {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
-            for name, entry in gw.policy.models.items()
+            for name, entry in gw.catalog.policy.models.items()
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
@@ -329,13 +355,10 @@ def build_app(gw: Gateway) -> FastAPI:
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi.bearer_security(base_openapi(), [CHAT_PATH, MODELS_PATH])
+            secured = [*DIALECTS, MODELS_PATH]
+            app.openapi_schema = openapi.bearer_security(base_openapi(), secured)
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
-    chat_route = next(r for r in app.routes if getattr(r, "path", None) == CHAT_PATH)
-    fast: dict[tuple[str, str], tuple[Any, Endpoint]] = {
-        ("POST", CHAT_PATH): (chat_route, chat_completions)
-    }
     app.add_middleware(Observe, gateway=gw, fast=fast)
     return app

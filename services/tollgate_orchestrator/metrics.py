@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tollgate_common.breaker import CLOSED
 from tollgate_common.metrics import Bounded, Families
-from tollgate_common.policy import INTENTS
+from tollgate_common.policy import INTENTS, Policy
 from tollgate_orchestrator.budget import NANO, to_nano
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES
@@ -62,6 +62,7 @@ class OrchestratorMetrics:
         budget_store: bool,
     ) -> None:
         self.fam = fam
+        self._known_models: set[tuple[str, str]] = set()
         self.model = Bounded(models)
         self.request_model = Bounded([*models, "auto"])
         self.provider = Bounded(set(models.values()))
@@ -121,12 +122,25 @@ class OrchestratorMetrics:
                 self.dependency_up(dep).set(1)
                 for reason in DEGRADED_REASONS:
                     self.degraded_total(dep, reason)
-        for model, provider in models.items():
-            self.breaker_state(provider, model).set(CLOSED)
-            self.breaker_opens(provider, model)
+        self._breaker_series(models)
         for t in [*tenants, OTHER]:
             for source in ("cache", "routing"):
                 self.savings(source, t)
+
+    def _breaker_series(self, models: dict[str, str]) -> None:
+        for model, provider in models.items():
+            if (provider, model) not in self._known_models:
+                self._known_models.add((provider, model))
+                self.breaker_state(provider, model).set(CLOSED)
+                self.breaker_opens(provider, model)
+
+    def follow(self, policy: Policy) -> None:
+        """A newly followed policy: its models and providers become label values."""
+        models = {name: m.provider for name, m in policy.models.items()}
+        self.model.update(models)
+        self.request_model.update([*models, "auto"])
+        self.provider.update(set(models.values()))
+        self._breaker_series(models)
 
     # --- HTTP -----------------------------------------------------------------------
     def http(

@@ -58,6 +58,14 @@ class Failure:
         return self.error_class != CLIENT
 
 
+class AttemptFailed(Exception):
+    """An upstream attempt failed; what the attempt loop decides on."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error_class)
+        self.failure = failure
+
+
 def classify_status(status: int) -> str:
     if status == 429:
         return RATE_LIMIT

@@ -1,4 +1,4 @@
-"""Parse and check a chat completions request body: pure, no I/O.
+"""Parse and check a chat completions request body (the chat dialect's input): pure, no I/O.
 
 Every failure is a 400 whose ``param`` names the field (``messages[1].role``,
 ``tools[0].function.name``, ...). Fields OpenAI does not define are dropped, as
@@ -15,6 +15,7 @@ import orjson
 
 from tollgate_common.cachekey import ANSWER_FIELDS
 from tollgate_orchestrator.errors import ApiError, bad_request
+from tollgate_orchestrator.types import LlmRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Request fields forwarded upstream: the ones that change the answer, plus these.
@@ -46,27 +47,6 @@ class Limits:
     max_messages: int = 2048
     max_tokens_cap: int = 131_072
     max_n: int = 8
-
-
-@dataclass(slots=True)
-class ChatRequest:
-    body: dict[str, Any]  # known fields only; the model is replaced per upstream attempt
-    model: str
-    stream: bool
-    include_usage: bool
-    max_tokens: int | None
-    n: int
-    has_tools: bool
-    json_mode: bool
-    last_user_text: str
-    system_text: str
-    turns: int
-    prompt_chars: int
-
-    @property
-    def est_prompt_tokens(self) -> int:
-        # ~4 characters per token plus OpenAI's few tokens of overhead per message.
-        return self.prompt_chars // 4 + 4 * self.turns + 3
 
 
 def _is_int(v: object) -> bool:
@@ -248,7 +228,7 @@ def _check_misc(body: dict[str, Any], limits: Limits) -> int:
     return n if n is not None else 1
 
 
-def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
+def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
     """Check a decoded body; raises ``ApiError`` (400) naming the first bad field."""
     if not isinstance(data, dict):
         raise bad_request(None, "The request body must be a JSON object.")
@@ -287,7 +267,7 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
     n = _check_misc(data, limits)
     rf = data.get("response_format")
     body = {k: v for k, v in data.items() if k in KNOWN_FIELDS}
-    return ChatRequest(
+    return LlmRequest(
         body=body,
         model=model.strip(),
         stream=bool(stream),
@@ -303,8 +283,8 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
     )
 
 
-def parse_body(raw: bytes, limits: Limits) -> ChatRequest:
+def parse_body(raw: bytes, limits: Limits) -> LlmRequest:
     return parse_chat_request(decode_json(raw), limits)
 
 
-__all__ = ["ApiError", "ChatRequest", "Limits", "decode_json", "parse_body", "parse_chat_request"]
+__all__ = ["ApiError", "Limits", "decode_json", "parse_body", "parse_chat_request"]

@@ -12,14 +12,14 @@ from prometheus_client import CollectorRegistry
 from tollgate_common.config import load_settings
 from tollgate_orchestrator.config import DEV_KEY, OrchestratorSettings
 from tollgate_orchestrator.http_api import build_app
-from tollgate_orchestrator.server import Parts
+from tollgate_orchestrator.wiring import Gateway
 from tools.stack import free_port
 
 AUTH = {"authorization": f"Bearer {DEV_KEY}"}
 
 
 @pytest.fixture
-async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx2.AsyncClient, Parts]]:
+async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx2.AsyncClient, Gateway]]:
     import os
 
     for k in list(os.environ):
@@ -35,9 +35,9 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx2.Asy
         max_body_bytes=4096,
         request_deadline_seconds=2,
     )
-    parts = Parts(settings, CollectorRegistry())
-    parts.gateway.ready = True
-    app = build_app(parts.gateway)
+    parts = Gateway(settings, CollectorRegistry())
+    parts.ready = True
+    app = build_app(parts)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gw") as client:
         yield client, parts
@@ -100,7 +100,7 @@ async def test_body_over_the_limit_is_413(rig) -> None:
 
     resp = await client.post("/v1/chat/completions", content=chunked(), headers=AUTH)
     assert resp.status_code == 413
-    assert parts.gateway.slots.used == 0
+    assert parts.admissions.slots.used == 0
 
 
 async def test_unknown_routes_and_methods_are_openai_shaped(rig) -> None:
@@ -127,13 +127,13 @@ async def test_request_id_is_honoured_or_made(rig) -> None:
 
 async def test_concurrency_cap_refuses_at_once(rig) -> None:
     client, parts = rig
-    parts.gateway.slots.used = parts.gateway.slots.limit
+    parts.admissions.slots.used = parts.admissions.slots.limit
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert error_of(resp)["code"] == "overloaded"
-    parts.gateway.slots.used = 0
+    parts.admissions.slots.used = 0
 
 
 async def test_dead_upstream_is_a_clean_5xx_and_router_down_degrades(rig) -> None:
@@ -157,10 +157,10 @@ async def test_probes_and_models(rig) -> None:
     assert (await client.get("/healthz")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    parts.gateway.draining = True
+    parts.draining = True
     assert (await client.get("/readyz")).status_code == 503
     assert (await client.get("/healthz")).status_code == 200
-    parts.gateway.draining = False
+    parts.draining = False
     models = (await client.get("/v1/models", headers=AUTH)).json()
     ids = {m["id"] for m in models["data"]}
     assert {"auto", "gpt-4o-mini"} <= ids

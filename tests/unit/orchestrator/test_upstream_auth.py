@@ -6,7 +6,7 @@ import pytest
 
 from tollgate_common.config import ConfigError
 from tollgate_common.policy import Policy, Provider, load_policy
-from tollgate_orchestrator.upstream import Upstreams
+from tollgate_orchestrator.providers.openai import Upstreams
 
 POLICY = load_policy()
 

@@ -1,4 +1,4 @@
-"""The gRPC face: ``Complete`` (the HTTP path, non-streaming) and ``UpdateBudgets``.
+"""The gRPC servicer: ``Complete`` (the chat dialect, whole answers) and ``UpdateBudgets``.
 
 Errors leave as gRPC statuses (UNAUTHENTICATED, INVALID_ARGUMENT, NOT_FOUND,
 RESOURCE_EXHAUSTED, UNAVAILABLE, ...) whose details are the OpenAI error JSON.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import grpc
 import orjson
@@ -17,10 +18,12 @@ import orjson
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tollgate_common.logging import request_id_var
 from tollgate_orchestrator.config import BudgetSpec
-from tollgate_orchestrator.engine import Reply
 from tollgate_orchestrator.errors import ApiError
-from tollgate_orchestrator.gateway import Gateway, request_id
+from tollgate_orchestrator.types import Whole
 from tollgate_orchestrator.validation import decode_json, parse_chat_request
+
+if TYPE_CHECKING:  # the composition root imports the faces, not the reverse
+    from tollgate_orchestrator.wiring import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -67,38 +70,38 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         context: grpc.aio.ServicerContext,
     ) -> orchestrator_pb2.CompleteResponse:
         gw = self.gw
-        rid = request_id(_metadata(context, "x-request-id"))
-        token = request_id_var.set(rid)
         try:
-            gw.slots.acquire()
-            try:
-                tenant = gw.keys.tenant_for(_metadata(context, "authorization"))
-                if len(request.request_json) > gw.settings.max_body_bytes:
-                    raise ApiError(
-                        413, "request_json is too large.", param="request_json", reason="size"
-                    )
-                data = decode_json(request.request_json)
-                if isinstance(data, dict):
-                    data.pop("stream", None)  # Complete does not stream: answer whole
-                req = parse_chat_request(data, gw.limits)
-                reply = await gw.engine.handle(req, tenant, rid)
-            finally:
-                gw.slots.release()
+            adm = gw.admissions.open(_metadata(context, "x-request-id"))
         except ApiError as err:
-            if err.reason in ("auth", "size", "invalid", "not_found", "concurrency"):
-                gw.metrics.rejected(err.reason)
             await context.abort(err.grpc_code(), err.body().decode())
             raise AssertionError("unreachable") from None  # abort raises
+        token = request_id_var.set(adm.request_id)
+        try:
+            adm.tenant = gw.keys.tenant_for(_metadata(context, "authorization"))
+            if len(request.request_json) > gw.settings.max_body_bytes:
+                raise ApiError(
+                    413, "request_json is too large.", param="request_json", reason="size"
+                )
+            data = decode_json(request.request_json)
+            if isinstance(data, dict):
+                data.pop("stream", None)  # Complete does not stream: answer whole
+            outcome = await gw.pipeline.handle(adm, parse_chat_request(data, gw.limits))
+        except ApiError as err:
+            gw.admissions.rejected(err)
+            await context.abort(err.grpc_code(), err.body().decode())
+            raise AssertionError("unreachable") from None
         finally:
+            await adm.close()
             request_id_var.reset(token)
-        assert isinstance(reply, Reply)
+        assert isinstance(outcome, Whole)
+        meta = outcome.meta
         return orchestrator_pb2.CompleteResponse(
-            response_json=reply.body,
-            model=reply.model,
-            intent=reply.intent,
-            cache=reply.cache,
-            cost_usd=reply.cost,
-            request_id=rid,
+            response_json=outcome.body,
+            model=meta.model,
+            intent=meta.intent,
+            cache=meta.cache,
+            cost_usd=meta.cost or 0.0,
+            request_id=adm.request_id,
         )
 
     async def UpdateBudgets(
@@ -116,11 +119,9 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
-        applied = self.gw.engine.budgets.update(added, removed)
-        log.info(
-            "budgets updated",
-            extra={"applied": applied, "budgets": len(self.gw.engine.budgets.specs)},
-        )
+        budgets = self.gw.budgets
+        applied = budgets.update(added, removed)
+        log.info("budgets updated", extra={"applied": applied, "budgets": len(budgets.specs)})
         return orchestrator_pb2.UpdateBudgetsResponse(applied=applied)
 
 

@@ -1,4 +1,5 @@
-"""Upstream calls on the official SDK's clients: one ``AsyncOpenAI`` per provider, made at start.
+"""The OpenAI-compatible provider adapter, on the official SDK's clients: one ``AsyncOpenAI``
+per provider, made at start (or when a followed policy adds a provider).
 
 The SDK's own retries are off (``max_retries=0``): the orchestrator is the only
 retry loop. Each provider's SDK client holds its HTTP client (the SDK's aiohttp
@@ -18,7 +19,6 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import httpx2
 import openai
@@ -26,36 +26,24 @@ import orjson
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from tollgate_common.config import ConfigError
-from tollgate_common.policy import ModelEntry, Policy
+from tollgate_common.policy import Policy
+from tollgate_orchestrator.accounting import Usage
+from tollgate_orchestrator.dialects import WIRES, Wire
 from tollgate_orchestrator.retry import (
+    CLIENT,
     CONNECTION,
     PROTOCOL,
     SERVER,
     TIMEOUT,
+    AttemptFailed,
     Failure,
     classify_status,
     parse_retry_after,
 )
-from tollgate_orchestrator.sse import DONE, LineSplitter, data_of
+from tollgate_orchestrator.sse import LineSplitter, data_of
+from tollgate_orchestrator.types import CHAT_API, LlmRequest, Target
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One model of a chain: where it runs and what it costs."""
-
-    name: str
-    provider: str
-    upstream_model: str
-    entry: ModelEntry  # prices, for tollgate_common.policy.cost_usd
-    context_window: int = 128_000
-
-
-class AttemptFailed(Exception):
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.error_class)
-        self.failure = failure
 
 
 def _status_failure(exc: openai.APIStatusError) -> Failure:
@@ -93,7 +81,7 @@ def failure_of(exc: BaseException) -> Failure:
 
 
 class UpstreamStream:
-    """An upstream SSE response whose first chunk has arrived; yields data payloads."""
+    """An upstream SSE response whose first content chunk has arrived; yields data payloads."""
 
     def __init__(self, response: httpx2.Response, first: list[bytes], rest: AsyncIterator[bytes]):
         self.response = response
@@ -120,10 +108,6 @@ async def _payloads(response: httpx2.Response) -> AsyncIterator[bytes]:
     tail = data_of(splitter.pending.rstrip(b"\r"))
     if tail:
         yield tail
-
-
-def _is_error_payload(payload: bytes) -> bool:
-    return payload.startswith(b'{"error"') or payload.startswith(b'{ "error"')
 
 
 async def _status_failure_of(response: httpx2.Response) -> Failure:
@@ -154,7 +138,7 @@ class Provider:
 
     sdk: AsyncOpenAI
     http: httpx2.AsyncClient  # the SDK's aiohttp transport: this provider's pool
-    url: httpx2.URL
+    base_url: httpx2.URL
     headers: httpx2.Headers
 
 
@@ -179,12 +163,15 @@ def check_key_transport(field: str, base_url: str, insecure_hosts: frozenset[str
 
 
 class Upstreams:
-    """The SDK clients, one per provider, created once.
+    """The SDK clients, one per provider, created once, and more when a followed policy
+    adds providers (``sync``). Speaks the wire formats in ``APIS``.
 
     A provider's key goes only to that provider's own base URL. With ``base_url``
     (one server for every provider: vLLM, the simulator) only ``base_url_key`` is
     sent, never a provider's key, which that server has no business seeing.
     """
+
+    APIS = frozenset({CHAT_API})
 
     def __init__(
         self,
@@ -198,19 +185,37 @@ class Upstreams:
     ) -> None:
         self._base_url = base_url
         self._base_url_key = base_url_key
+        self._retired: list[Provider] = []
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._insecure_hosts = insecure_hosts
         self._clients: dict[str, Provider] = {}
+        self._sources: dict[str, tuple[str, str]] = {}  # provider -> (base URL, key env)
         if base_url is not None and base_url_key:
             check_key_transport("upstream_base_url", base_url, insecure_hosts)
+        self.sync(policy)
+
+    def sync(self, policy: Policy) -> None:
+        """Clients for the policy's providers: new ones made, changed ones remade (the old
+        clients stay open for the requests still on them; ``close`` closes all)."""
         for name, provider in policy.providers.items():
-            if base_url is not None:
-                self._clients[name] = self._make(base_url, base_url_key)
+            source = (provider.base_url, provider.api_key_env)
+            if self._sources.get(name) == source:
                 continue
-            key = os.environ.get(provider.api_key_env, "") if provider.api_key_env else ""
-            if key:
-                check_key_transport(f"providers.{name}.base_url", provider.base_url, insecure_hosts)
-            self._clients[name] = self._make(provider.base_url, key)
+            if self._base_url is not None:
+                client = self._make(self._base_url, self._base_url_key)
+            else:
+                env = provider.api_key_env
+                key = os.environ.get(env, "") if env else ""
+                if key:
+                    check_key_transport(
+                        f"providers.{name}.base_url", provider.base_url, self._insecure_hosts
+                    )
+                client = self._make(provider.base_url, key)
+            if name in self._clients:
+                self._retired.append(self._clients[name])
+            self._clients[name] = client
+            self._sources[name] = source
 
     def _make(self, base_url: str, api_key: str) -> Provider:
         http = DefaultAioHttpClient()
@@ -228,7 +233,7 @@ class Upstreams:
         return Provider(
             sdk,
             http,
-            sdk.base_url.join("chat/completions"),
+            sdk.base_url,
             httpx2.Headers({**headers, **_JSON_HEADERS}),
         )
 
@@ -240,7 +245,7 @@ class Upstreams:
         return c
 
     async def close(self) -> None:
-        for c in self._clients.values():
+        for c in [*self._clients.values(), *self._retired]:
             await c.sdk.close()
 
     def _timeout(self, budget: float, stream: bool) -> httpx2.Timeout:
@@ -249,18 +254,26 @@ class Upstreams:
         read = self.read_timeout if stream else min(self.read_timeout, budget)
         return httpx2.Timeout(read, connect=min(self.connect_timeout, budget))
 
+    def _wire(self, req: LlmRequest) -> Wire:
+        if req.api not in self.APIS:
+            # A dialect without a translation to what this upstream speaks: the request's fault.
+            msg = f"This model's provider does not serve the {req.api} API."
+            raise AttemptFailed(Failure(CLIENT, 400, body={"message": msg, "param": "model"}))
+        return WIRES[req.api]
+
     async def _open(
-        self, target: Target, payload: bytes, budget: float, stream: bool = False
+        self, target: Target, req: LlmRequest, wire: Wire, budget: float
     ) -> httpx2.Response:
         p = self.client(target.provider)
         if p is None:
             raise AttemptFailed(Failure(CONNECTION))
+        payload = wire.payload(req, target.upstream_model)
         request = httpx2.Request(
             "POST",
-            p.url,
+            p.base_url.join(wire.path),
             headers=p.headers,
             content=payload,
-            extensions={"timeout": self._timeout(budget, stream).as_dict()},
+            extensions={"timeout": self._timeout(budget, req.stream).as_dict()},
         )
         try:
             response: httpx2.Response = await p.http.send(request, stream=True)
@@ -270,13 +283,12 @@ class Upstreams:
             raise AttemptFailed(await _status_failure_of(response))
         return response
 
-    async def complete(
-        self, target: Target, payload: bytes, budget: float
-    ) -> tuple[bytes, dict[str, Any]]:
-        """One non-streaming attempt within ``budget`` seconds: (raw body, parsed body)."""
+    async def complete(self, target: Target, req: LlmRequest, budget: float) -> tuple[bytes, Usage]:
+        """One non-streaming attempt within ``budget`` seconds: (raw body, its usage)."""
+        wire = self._wire(req)
         try:
             async with asyncio.timeout(budget):
-                response = await self._open(target, payload, budget)
+                response = await self._open(target, req, wire, budget)
                 try:
                     raw = await response.aread()
                 finally:
@@ -285,32 +297,31 @@ class Upstreams:
             raise AttemptFailed(Failure(TIMEOUT)) from exc
         except (httpx2.HTTPError, OSError) as exc:
             raise AttemptFailed(failure_of(exc)) from exc
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise AttemptFailed(Failure(PROTOCOL)) from exc
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+        usage = wire.answer(raw)
+        if usage is None:
             raise AttemptFailed(Failure(PROTOCOL))
-        return raw, parsed
+        return raw, usage
 
-    async def stream(self, target: Target, payload: bytes, budget: float) -> UpstreamStream:
+    async def stream(self, target: Target, req: LlmRequest, budget: float) -> UpstreamStream:
         """Open a stream and wait for its first chunk, all within ``budget`` seconds.
 
         Until that chunk nothing has reached the client, so any failure here may
         be retried or fall back.
         """
+        wire = self._wire(req)
         response: httpx2.Response | None = None
         rest: AsyncIterator[bytes] | None = None
         try:
             async with asyncio.timeout(budget):
-                response = await self._open(target, payload, budget, stream=True)
+                response = await self._open(target, req, wire, budget)
                 rest = _payloads(response)
                 first: list[bytes] = []
                 async for p in rest:
-                    if p == DONE or _is_error_payload(p):
-                        raise AttemptFailed(Failure(SERVER if p != DONE else PROTOCOL))
+                    end = wire.end_of(p)
+                    if end is not None:
+                        raise AttemptFailed(Failure(SERVER if end == "error" else PROTOCOL))
                     first.append(p)
-                    if b'"choices":[]' not in p and b'"choices": []' not in p:
+                    if wire.first_content(p):
                         break
                 else:
                     raise AttemptFailed(Failure(PROTOCOL))  # ended before any chunk

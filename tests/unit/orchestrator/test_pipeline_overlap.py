@@ -7,14 +7,13 @@ import asyncio
 from typing import Any
 
 from tollgate.cache.v1 import cache_pb2
-from tollgate_orchestrator.deps import RouteDecision
-from tollgate_orchestrator.engine import Reply
-from tollgate_orchestrator.validation import ChatRequest, Limits, parse_chat_request
+from tollgate_orchestrator.types import LlmRequest, RouteDecision, Whole
+from tollgate_orchestrator.validation import Limits, parse_chat_request
 
-from .fakes import FakeCache, FakeRouter, Rig
+from .fakes import FakeCache, FakeRouter, Rig, headers
 
 
-def request(model: str) -> ChatRequest:
+def request(model: str) -> LlmRequest:
     body = {"model": model, "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}
     return parse_chat_request(body, Limits())
 
@@ -27,7 +26,7 @@ class SlowRouter(FakeRouter):
         self.cache = cache
 
     async def route(
-        self, req: ChatRequest, tenant: str, request_id: str, downgrade: bool
+        self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
     ) -> RouteDecision:
         await asyncio.wait_for(self.cache.looked_up.wait(), timeout=5)
         return await super().route(req, tenant, request_id, downgrade)
@@ -48,19 +47,19 @@ class RecordingCache(FakeCache):
 def rig_with(chain: list[str], slow: bool = False, **settings: Any) -> tuple[Rig, RecordingCache]:
     rig = Rig(chain, **settings)
     cache = RecordingCache()
-    rig.engine.cache = cache
+    rig.pipeline.cache = cache
     if slow:
-        rig.engine.router = SlowRouter(chain, cache)
+        rig.pipeline.router = SlowRouter(chain, cache)
     return rig, cache
 
 
 async def test_a_named_model_is_looked_up_while_the_route_is_pending() -> None:
     rig, cache = rig_with(["gpt-4o-mini", "gpt-4.1-mini"], slow=True)
-    first = await rig.engine.handle(request("gpt-4o-mini"), "t", "r1")
-    assert isinstance(first, Reply) and first.cache == "miss"
-    await rig.engine.drain_background(1)
-    second = await rig.engine.handle(request("gpt-4o-mini"), "t", "r2")
-    assert isinstance(second, Reply) and second.cache == "hit"
+    first = await rig.handle(request("gpt-4o-mini"), "t", "r1")
+    assert isinstance(first, Whole) and first.meta.cache == "miss"
+    await rig.pipeline.drain_background(1)
+    second = await rig.handle(request("gpt-4o-mini"), "t", "r2")
+    assert isinstance(second, Whole) and second.meta.cache == "hit"
     assert [m for _, m in cache.lookups] == ["gpt-4o-mini", "gpt-4o-mini"]  # one per request
     assert rig.value("tollgate_cache_results_total", result="hit") == 1
     assert rig.value("tollgate_cache_results_total", result="miss") == 1
@@ -69,16 +68,16 @@ async def test_a_named_model_is_looked_up_while_the_route_is_pending() -> None:
 async def test_another_primary_from_the_router_is_looked_up_under_its_own_key() -> None:
     # The router (say, a newer policy) puts another model first: the early key is wrong.
     rig, cache = rig_with(["gpt-4.1-mini", "gpt-4o-mini"])
-    reply = await rig.engine.handle(request("gpt-4o-mini"), "t", "r")
-    assert isinstance(reply, Reply) and reply.headers["x-tollgate-model"] == "gpt-4.1-mini"
+    reply = await rig.handle(request("gpt-4o-mini"), "t", "r")
+    assert isinstance(reply, Whole) and headers(reply)["x-tollgate-model"] == "gpt-4.1-mini"
     assert cache.lookups[-1][1] == "gpt-4.1-mini"
-    await rig.engine.drain_background(1)
+    await rig.pipeline.drain_background(1)
     (stored,) = cache.entries  # filed under the key of the model that answered
     assert stored == cache.lookups[-1][0]
 
 
 async def test_auto_waits_for_the_route() -> None:
     rig, cache = rig_with(["gpt-4o-mini"])
-    await rig.engine.handle(request("auto"), "t", "r")
+    await rig.handle(request("auto"), "t", "r")
     assert cache.lookups == [(cache.lookups[0][0], "gpt-4o-mini")]
     assert rig.router.calls  # routed first, then one lookup

@@ -1,4 +1,4 @@
-"""The request path over fakes: cost, retries, fallbacks, breakers, streams, budgets."""
+"""The pipeline over fakes: cost, retries, fallbacks, breakers, streams, budgets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tollgate_common.policy import cost_usd
 from tollgate_orchestrator.accounting import Usage, format_cost, round_cost
 from tollgate_orchestrator.config import BudgetSpec
-from tollgate_orchestrator.engine import Reply, StreamReply
+from tollgate_orchestrator.dialects.chat import usage_of
 from tollgate_orchestrator.errors import ApiError
 from tollgate_orchestrator.retry import (
     CLIENT,
@@ -23,9 +23,10 @@ from tollgate_orchestrator.retry import (
     Failure,
 )
 from tollgate_orchestrator.sse import COST_FIELD, data_of
+from tollgate_orchestrator.types import Streamed, Whole
 from tollgate_orchestrator.validation import Limits, parse_chat_request
 
-from .fakes import POLICY, USAGE, Rig, target
+from .fakes import POLICY, USAGE, Rig, headers, target
 
 
 def request(**fields: Any):
@@ -39,13 +40,13 @@ def expected_cost(model: str) -> float:
 
 async def test_success_costs_usage_times_price_and_records_everything() -> None:
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"])
-    reply = await rig.engine.handle(request(), "t", "rid-1")
-    assert isinstance(reply, Reply)
+    reply = await rig.handle(request(), "t", "rid-1")
+    assert isinstance(reply, Whole)
     cost = expected_cost("gpt-4o-mini")
-    assert reply.headers["x-tollgate-model"] == "gpt-4o-mini"
-    assert reply.headers["x-tollgate-intent"] == "chat"
-    assert reply.headers["x-tollgate-cache"] == "bypass"
-    assert float(reply.headers["x-tollgate-cost-usd"]) == cost
+    assert headers(reply)["x-tollgate-model"] == "gpt-4o-mini"
+    assert headers(reply)["x-tollgate-intent"] == "chat"
+    assert headers(reply)["x-tollgate-cache"] == "bypass"
+    assert float(headers(reply)["x-tollgate-cost-usd"]) == cost
     assert orjson.loads(reply.body)["model"] == "gpt-4o-mini"  # forwarded as sent
     llm = {"provider": "openai", "model": "gpt-4o-mini", "intent": "chat", "tenant": "t"}
     assert rig.value("tollgate_llm_cost_usd_total", **llm) == cost
@@ -71,7 +72,7 @@ async def test_success_costs_usage_times_price_and_records_everything() -> None:
 
 async def test_explicit_model_earns_no_routing_savings() -> None:
     rig = Rig(["gpt-4o-mini"])
-    await rig.engine.handle(request(model="gpt-4o-mini"), "t", "r")
+    await rig.handle(request(model="gpt-4o-mini"), "t", "r")
     assert rig.value("tollgate_savings_usd_total", source="routing", tenant="t") == 0
 
 
@@ -82,18 +83,18 @@ def test_cost_formatting_is_exact_and_plain() -> None:
 
 
 def test_usage_tolerates_odd_upstream_shapes() -> None:
-    assert Usage.of(None) == Usage()
-    assert Usage.of({"prompt_tokens": "12", "completion_tokens": True}) == Usage()
+    assert usage_of(None) == Usage()
+    assert usage_of({"prompt_tokens": "12", "completion_tokens": True}) == Usage()
     odd = {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": None}
-    assert Usage.of(odd) == Usage(prompt=10, completion=4)
-    assert Usage.of(USAGE) == Usage(prompt=1000, completion=500, cached=200, reasoning=50)
+    assert usage_of(odd) == Usage(prompt=10, completion=4)
+    assert usage_of(USAGE) == Usage(prompt=1000, completion=500, cached=200, reasoning=50)
 
 
 async def test_retries_a_500_then_succeeds() -> None:
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [Failure(SERVER, 500)]})
-    reply = await rig.engine.handle(request(), "t", "r")
-    assert isinstance(reply, Reply)
-    assert reply.headers["x-tollgate-model"] == "gpt-4o-mini"
+    reply = await rig.handle(request(), "t", "r")
+    assert isinstance(reply, Whole)
+    assert headers(reply)["x-tollgate-model"] == "gpt-4o-mini"
     assert rig.upstream.attempts == {"gpt-4o-mini": 2}
     assert rig.total("tollgate_llm_retries_total", reason="server_error") == 1
     assert rig.total("tollgate_llm_upstream_errors_total", error_class="server_error") == 1
@@ -104,10 +105,10 @@ async def test_falls_back_after_repeated_failures() -> None:
         ["gpt-4o-mini", "gpt-4.1-mini"],
         {"gpt-4o-mini": [Failure(SERVER, 503), Failure(TIMEOUT)]},
     )
-    reply = await rig.engine.handle(request(), "t", "r")
-    assert isinstance(reply, Reply)
-    assert reply.headers["x-tollgate-model"] == "gpt-4.1-mini"
-    assert float(reply.headers["x-tollgate-cost-usd"]) == expected_cost("gpt-4.1-mini")
+    reply = await rig.handle(request(), "t", "r")
+    assert isinstance(reply, Whole)
+    assert headers(reply)["x-tollgate-model"] == "gpt-4.1-mini"
+    assert float(headers(reply)["x-tollgate-cost-usd"]) == expected_cost("gpt-4.1-mini")
     assert rig.upstream.attempts == {"gpt-4o-mini": 2, "gpt-4.1-mini": 1}
     assert (
         rig.value(
@@ -126,8 +127,8 @@ async def test_long_retry_after_falls_back_at_once() -> None:
         {"gpt-4o-mini": [Failure(RATE_LIMIT, 429, retry_after=60)]},
         retry_after_cap_seconds=5,
     )
-    reply = await asyncio.wait_for(rig.engine.handle(request(), "t", "r"), 5)
-    assert isinstance(reply, Reply)
+    reply = await asyncio.wait_for(rig.handle(request(), "t", "r"), 5)
+    assert isinstance(reply, Whole)
     assert rig.upstream.attempts == {"gpt-4o-mini": 1, "gpt-4.1-mini": 1}
 
 
@@ -142,7 +143,7 @@ async def test_client_errors_pass_through_without_retry() -> None:
     }
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [Failure(CLIENT, 400, body=body)]})
     with pytest.raises(ApiError) as info:
-        await rig.engine.handle(request(), "t", "r")
+        await rig.handle(request(), "t", "r")
     err = orjson.loads(info.value.body())["error"]
     assert info.value.status == 400
     assert err == {
@@ -168,7 +169,7 @@ async def test_exhausted_chain_is_a_clear_error(failure: Failure, status: int, c
         {"gpt-4o-mini": [failure] * 5, "gpt-4.1-mini": [failure] * 5},
     )
     with pytest.raises(ApiError) as info:
-        await rig.engine.handle(request(), "t", "r")
+        await rig.handle(request(), "t", "r")
     assert (info.value.status, info.value.code) == (status, code)
     assert sum(rig.upstream.attempts.values()) == rig.settings.retry_total_attempts
     if status == 429:
@@ -198,14 +199,14 @@ async def test_upstream_auth_failures_fall_back_and_never_leak_the_provider_text
     f = Failure(failure.error_class, failure.status, body=leaky)
     # The first model's key is refused: the next model serves, without a retry on the first.
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [f]})
-    reply = await rig.engine.handle(request(), "t", "r")
-    assert isinstance(reply, Reply)
-    assert reply.headers["x-tollgate-model"] == "gpt-4.1-mini"
+    reply = await rig.handle(request(), "t", "r")
+    assert isinstance(reply, Whole)
+    assert headers(reply)["x-tollgate-model"] == "gpt-4.1-mini"
     assert rig.upstream.attempts == {"gpt-4o-mini": 1, "gpt-4.1-mini": 1}
     # Every model refused: a 502 that is the gateway's, never the tenant's invalid_api_key.
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [f] * 5, "gpt-4.1-mini": [f] * 5})
     with pytest.raises(ApiError) as info:
-        await rig.engine.handle(request(), "t", "r")
+        await rig.handle(request(), "t", "r")
     assert (info.value.status, info.value.code) == (502, code)
     body = info.value.body().decode()
     assert "sk-proj" not in body and "platform.example" not in body
@@ -219,8 +220,8 @@ async def test_refused_keys_open_the_breaker() -> None:
         breaker_consecutive_failures=2,
     )
     for _ in range(3):
-        reply = await rig.engine.handle(request(), "t", "r")
-        assert isinstance(reply, Reply)
+        reply = await rig.handle(request(), "t", "r")
+        assert isinstance(reply, Whole)
     assert rig.upstream.attempts["gpt-4o-mini"] == 2  # then skipped while open
     labels = {"provider": "openai", "model": "gpt-4o-mini"}
     assert rig.value("tollgate_circuit_breaker_opens_total", **labels) == 1
@@ -235,9 +236,9 @@ async def test_breaker_opens_and_skips_the_model() -> None:
         retry_max_attempts=1,
     )
     for _ in range(4):
-        reply = await rig.engine.handle(request(), "t", "r")
-        assert isinstance(reply, Reply)
-        assert reply.headers["x-tollgate-model"] == "gpt-4.1-mini"
+        reply = await rig.handle(request(), "t", "r")
+        assert isinstance(reply, Whole)
+        assert headers(reply)["x-tollgate-model"] == "gpt-4.1-mini"
     assert rig.upstream.attempts["gpt-4o-mini"] == 2  # then skipped
     labels = {"provider": "openai", "model": "gpt-4o-mini"}
     assert rig.value("tollgate_circuit_breaker_state", **labels) == 2
@@ -247,9 +248,9 @@ async def test_breaker_opens_and_skips_the_model() -> None:
     rig.upstream.script["gpt-4.1-mini"] = [Failure(SERVER, 500)] * 10
     for _ in range(2):
         with pytest.raises(ApiError):
-            await rig.engine.handle(request(), "t", "r")
+            await rig.handle(request(), "t", "r")
     with pytest.raises(ApiError) as info:
-        await rig.engine.handle(request(), "t", "r")
+        await rig.handle(request(), "t", "r")
     assert info.value.status == 503 and info.value.headers["retry-after"] == "1"
 
 
@@ -260,37 +261,31 @@ async def test_deadline_bounds_the_whole_request() -> None:
         request_deadline_seconds=0.3,
     )
     with pytest.raises(ApiError) as info:
-        await asyncio.wait_for(rig.engine.handle(request(), "t", "r"), 4)
+        await asyncio.wait_for(rig.handle(request(), "t", "r"), 4)
     assert info.value.status == 504
 
 
 async def test_cache_hit_costs_nothing_and_counts_savings() -> None:
     rig = Rig(["gpt-4o-mini"])
-    first = await rig.engine.handle(request(temperature=0), "t", "r")
-    assert isinstance(first, Reply) and first.cache == "miss"
-    await rig.engine.drain_background(1)
-    second = await rig.engine.handle(request(temperature=0), "t", "r")
-    assert isinstance(second, Reply)
-    assert second.headers["x-tollgate-cache"] == "hit"
-    assert second.headers["x-tollgate-cost-usd"] == "0"
+    first = await rig.handle(request(temperature=0), "t", "r")
+    assert isinstance(first, Whole) and first.meta.cache == "miss"
+    await rig.pipeline.drain_background(1)
+    second = await rig.handle(request(temperature=0), "t", "r")
+    assert isinstance(second, Whole)
+    assert headers(second)["x-tollgate-cache"] == "hit"
+    assert headers(second)["x-tollgate-cost-usd"] == "0"
     assert second.body == first.body
     assert rig.upstream.attempts == {"gpt-4o-mini": 1}
-    assert rig.value("tollgate_savings_usd_total", source="cache", tenant="t") == first.cost
+    assert rig.value("tollgate_savings_usd_total", source="cache", tenant="t") == first.meta.cost
     assert rig.value("tollgate_cache_results_total", result="hit") == 1
     # Another tenant does not see the first tenant's entry.
-    other = await rig.engine.handle(request(temperature=0), "u", "r")
-    assert isinstance(other, Reply) and other.cache == "miss"
+    other = await rig.handle(request(temperature=0), "u", "r")
+    assert isinstance(other, Whole) and other.meta.cache == "miss"
     # Cache down: bypass, still served.
     rig.cache.down = True
-    down = await rig.engine.handle(request(temperature=0), "t", "r")
-    assert isinstance(down, Reply) and down.cache == "bypass"
+    down = await rig.handle(request(temperature=0), "t", "r")
+    assert isinstance(down, Whole) and down.meta.cache == "bypass"
     assert rig.value("tollgate_cache_results_total", result="error") == 1
-
-
-async def collect(reply: StreamReply) -> list[bytes]:
-    out = [ev async for ev in reply.events]
-    await reply.close()
-    return out
 
 
 def payloads(events: list[bytes]) -> list[Any]:
@@ -299,10 +294,10 @@ def payloads(events: list[bytes]) -> list[Any]:
 
 async def test_stream_forwards_chunks_and_hides_usage_unless_asked() -> None:
     rig = Rig(["gpt-4o-mini"])
-    reply = await rig.engine.handle(request(stream=True), "t", "r")
-    assert isinstance(reply, StreamReply)
-    assert "x-tollgate-cost-usd" not in reply.headers
-    events = await collect(reply)
+    reply = await rig.handle(request(stream=True), "t", "r")
+    assert isinstance(reply, Streamed)
+    assert "x-tollgate-cost-usd" not in headers(reply)
+    events = await rig.collect(reply)
     assert events[-1] == b"data: [DONE]\n\n"
     assert not any(b'"usage":{' in e for e in events)
     assert rig.upstream.payloads[0]["stream_options"] == {"include_usage": True}
@@ -311,26 +306,24 @@ async def test_stream_forwards_chunks_and_hides_usage_unless_asked() -> None:
     assert rig.value("tollgate_llm_cost_usd_total", **llm) == cost
     assert rig.value("tollgate_llm_streams_total", outcome="completed") == 1
 
-    reply = await rig.engine.handle(
-        request(stream=True, stream_options={"include_usage": True}), "t", "r"
-    )
-    assert isinstance(reply, StreamReply)
-    usage_chunk = orjson.loads(payloads(await collect(reply))[-2])
+    reply = await rig.handle(request(stream=True, stream_options={"include_usage": True}), "t", "r")
+    assert isinstance(reply, Streamed)
+    usage_chunk = orjson.loads(payloads(await rig.collect(reply))[-2])
     assert usage_chunk["usage"] == USAGE and usage_chunk[COST_FIELD] == cost
     assert rig.value("tollgate_llm_requests_in_flight") == 0
 
 
 async def test_stream_retries_before_first_byte_and_errors_after() -> None:
     rig = Rig(["gpt-4o-mini", "gpt-4.1-mini"], {"gpt-4o-mini": [Failure(SERVER, 500)]})
-    reply = await rig.engine.handle(request(stream=True), "t", "r")
-    assert isinstance(reply, StreamReply)
-    assert (await collect(reply))[-1] == b"data: [DONE]\n\n"
+    reply = await rig.handle(request(stream=True), "t", "r")
+    assert isinstance(reply, Streamed)
+    assert (await rig.collect(reply))[-1] == b"data: [DONE]\n\n"
     assert rig.upstream.attempts == {"gpt-4o-mini": 2}
 
     rig.upstream.script["gpt-4o-mini"] = [("break", 3)]
-    reply = await rig.engine.handle(request(stream=True), "t", "r")
-    assert isinstance(reply, StreamReply)
-    events = await collect(reply)
+    reply = await rig.handle(request(stream=True), "t", "r")
+    assert isinstance(reply, Streamed)
+    events = await rig.collect(reply)
     last = orjson.loads(payloads(events)[-1])
     assert last["error"]["code"] == "upstream_stream_error"
     assert not any(e == b"data: [DONE]\n\n" for e in events)
@@ -340,12 +333,12 @@ async def test_stream_retries_before_first_byte_and_errors_after() -> None:
 
 async def test_stream_abandoned_by_the_client_is_closed_and_accounted() -> None:
     rig = Rig(["gpt-4o-mini"], budgets=[BudgetSpec(tenant="t", period="day", limit_usd=10)])
-    reply = await rig.engine.handle(request(stream=True), "t", "r")
-    assert isinstance(reply, StreamReply)
+    reply = await rig.handle(request(stream=True), "t", "r")
+    assert isinstance(reply, Streamed)
     it = reply.events
     await it.__anext__()
     await it.aclose()  # type: ignore[attr-defined]  # the client went away
-    await reply.close()
+    await rig.close(reply)
     assert rig.upstream.closed == 1
     assert rig.value("tollgate_llm_streams_total", outcome="client_disconnect") == 1
     assert rig.value("tollgate_llm_requests_in_flight") == 0
@@ -355,38 +348,38 @@ async def test_stream_abandoned_by_the_client_is_closed_and_accounted() -> None:
 
 async def test_streamed_answer_is_cached_and_replays() -> None:
     rig = Rig(["gpt-4o-mini"])
-    first = await rig.engine.handle(request(stream=True, temperature=0), "t", "r")
-    assert isinstance(first, StreamReply)
-    await collect(first)
-    await rig.engine.drain_background(1)
-    again = await rig.engine.handle(request(stream=True, temperature=0), "t", "r")
-    assert isinstance(again, StreamReply) and again.headers["x-tollgate-cache"] == "hit"
+    first = await rig.handle(request(stream=True, temperature=0), "t", "r")
+    assert isinstance(first, Streamed)
+    await rig.collect(first)
+    await rig.pipeline.drain_background(1)
+    again = await rig.handle(request(stream=True, temperature=0), "t", "r")
+    assert isinstance(again, Streamed) and headers(again)["x-tollgate-cache"] == "hit"
     text = "".join(
         c["choices"][0]["delta"].get("content", "")
-        for c in map(orjson.loads, payloads(await collect(again))[:-1])
+        for c in map(orjson.loads, payloads(await rig.collect(again))[:-1])
         if c.get("choices")
     )
     assert text == "".join(f"w{i} " for i in range(5))
-    whole = await rig.engine.handle(request(temperature=0), "t", "r")  # not streamed: same entry
-    assert isinstance(whole, Reply) and whole.cache == "hit"
+    whole = await rig.handle(request(temperature=0), "t", "r")  # not streamed: same entry
+    assert isinstance(whole, Whole) and whole.meta.cache == "hit"
     assert rig.upstream.attempts == {"gpt-4o-mini": 1}
 
 
 async def test_budget_is_reserved_settled_and_released_on_failure() -> None:
     spec = BudgetSpec(tenant="t", period="day", limit_usd=100)
     rig = Rig(["gpt-4o-mini"], budgets=[spec])
-    await rig.engine.handle(request(), "t", "r")
+    await rig.handle(request(), "t", "r")
     assert sum(rig.store.values.values()) == round(expected_cost("gpt-4o-mini") * 1e9)
     rig.upstream.script["gpt-4o-mini"] = [Failure(SERVER, 500)] * 5
     with pytest.raises(ApiError):
-        await rig.engine.handle(request(), "t", "r")
+        await rig.handle(request(), "t", "r")
     assert sum(rig.store.values.values()) == round(expected_cost("gpt-4o-mini") * 1e9)
 
 
 async def test_downgrade_budget_asks_the_router_for_the_cheapest_tier() -> None:
     spec = BudgetSpec(tenant="t", period="day", limit_usd=0, action="downgrade")
     rig = Rig(["gpt-4o-mini"], budgets=[spec])
-    await rig.engine.handle(request(), "t", "r")
+    await rig.handle(request(), "t", "r")
     assert rig.router.calls[-1]["downgrade"] is True
     assert (
         rig.value("tollgate_budget_actions_total", tenant="t", period="day", action="downgrade")
@@ -396,7 +389,7 @@ async def test_downgrade_budget_asks_the_router_for_the_cheapest_tier() -> None:
 
 def test_estimate_uses_the_explicit_model_or_the_baseline() -> None:
     rig = Rig(["gpt-4o-mini"])
-    e = rig.engine
+    e = rig.pipeline
     cheap = e.estimate_usd(request(model="gpt-4.1-nano", max_tokens=100))
     auto = e.estimate_usd(request(max_tokens=100))
     assert 0 < cheap < auto

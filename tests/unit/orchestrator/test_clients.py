@@ -20,14 +20,15 @@ from tollgate_common.config import ServiceSettings, load_settings
 from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import create_families
+from tollgate_orchestrator.catalog import Catalog
+from tollgate_orchestrator.clients import CacheClient, RouterClient
 from tollgate_orchestrator.config import OrchestratorSettings
-from tollgate_orchestrator.deps import CacheClient, RouterClient
 from tollgate_orchestrator.errors import ApiError
-from tollgate_orchestrator.server import Parts
 from tollgate_orchestrator.validation import Limits, parse_chat_request
+from tollgate_orchestrator.wiring import Gateway
 from tools.stack import free_port
 
-from .fakes import POLICY, TARGETS
+from .fakes import POLICY
 
 
 def price(name: str) -> router_pb2.Price:
@@ -125,7 +126,7 @@ class Rig:
         cfg = BreakerConfig(consecutive_failures=2, cooldown_seconds=60)
         self.router = RouterClient(
             router_pb2_grpc.RouterStub(self.channel),
-            TARGETS,
+            Catalog(POLICY),
             0.2,
             CircuitBreaker(cfg),
             self.metrics,
@@ -301,14 +302,14 @@ async def test_mutual_tls_to_peers_from_settings(
         peer_tls_key=tmp_path / "client.key",
         **common,
     )
-    parts = Parts(with_tls, CollectorRegistry())
-    d = await parts.engine.router.route(req(), "t", "r", False)
+    gw = Gateway(with_tls, CollectorRegistry())
+    d = await gw.router.route(req(), "t", "r", False)
     assert not d.degraded and len(router.requests) == 1
-    await parts.close()
-    plain = Parts(
+    await gw.close()
+    plain = Gateway(
         load_settings(OrchestratorSettings, "orchestrator", **common), CollectorRegistry()
     )
-    d = await plain.engine.router.route(req(), "t", "r", False)
+    d = await plain.router.route(req(), "t", "r", False)
     assert d.degraded  # a plaintext client cannot talk to the TLS router
     assert len(router.requests) == 1
     await plain.close()

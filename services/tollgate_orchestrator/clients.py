@@ -1,5 +1,5 @@
-"""The router and cache as the orchestrator sees them: short deadlines, a breaker each,
-and a degraded answer instead of an error when they fail.
+"""The gRPC clients of the router and the cache: short deadlines, a breaker each, and a
+degraded answer instead of an error when they fail.
 
 Router down or slow: the local policy's default model (or the explicit model, when
 the local catalog has it), with ``degraded=True``. Cache down or slow: no entry,
@@ -8,46 +8,25 @@ and the request bypasses the cache. Both are counted in ``tollgate_degraded_tota
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.breaker import CircuitBreaker
-from tollgate_common.policy import ModelEntry, Policy
-from tollgate_orchestrator.errors import ApiError
+from tollgate_common.policy import PolicyError, parse_policy
+from tollgate_orchestrator.catalog import Catalog
+from tollgate_orchestrator.errors import ApiError, model_not_found
 from tollgate_orchestrator.metrics import OrchestratorMetrics
-from tollgate_orchestrator.upstream import Target
-from tollgate_orchestrator.validation import ChatRequest
+from tollgate_orchestrator.types import LlmRequest, RouteDecision
 
 log = logging.getLogger(__name__)
 
 DEGRADED_INTENT = "other"
-_TARGET_MEMO_MAX = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    intent: str
-    tier: str
-    chain: tuple[Target, ...]
-    baseline: Target | None
-    degraded: bool = False
-    reason: str = ""
-
-
-def model_not_found(model: str) -> ApiError:
-    return ApiError(
-        404,
-        f"The model `{model[:100]}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-        reason="not_found",
-    )
 
 
 def _reason_of(exc: BaseException) -> str:
@@ -58,79 +37,24 @@ def _reason_of(exc: BaseException) -> str:
     return "unavailable"
 
 
-class Targets:
-    """Builds ``Target``s from the router's answers or the local policy, memoised:
-    the same model and price make one object, not one per request."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self._memo: dict[tuple[object, ...], Target] = {}
-
-    def local(self, name: str) -> Target | None:
-        m = self.policy.models.get(name)
-        if m is None:
-            return None
-        key = ("local", name)
-        t = self._memo.get(key)
-        if t is None:
-            t = Target(name, m.provider, m.upstream_model or name, m, m.context_window)
-            self._remember(key, t)
-        return t
-
-    def remote(self, mt: router_pb2.ModelTarget) -> Target:
-        p = mt.price
-        key = (
-            mt.name,
-            mt.provider,
-            mt.upstream_model,
-            p.input_per_mtok,
-            p.cached_input_per_mtok,
-            p.output_per_mtok,
-            mt.context_window,
-        )
-        t = self._memo.get(key)
-        if t is None:
-            entry = ModelEntry(
-                provider=mt.provider,
-                upstream_model=mt.upstream_model or mt.name,
-                input_per_mtok=p.input_per_mtok,
-                cached_input_per_mtok=p.cached_input_per_mtok,
-                output_per_mtok=p.output_per_mtok,
-                context_window=mt.context_window or 128_000,
-            )
-            t = Target(
-                mt.name,
-                mt.provider,
-                mt.upstream_model or mt.name,
-                entry,
-                entry.context_window,
-            )
-            self._remember(key, t)
-        return t
-
-    def _remember(self, key: tuple[object, ...], t: Target) -> None:
-        if len(self._memo) >= _TARGET_MEMO_MAX:
-            self._memo.clear()
-        self._memo[key] = t
-
-
 class RouterClient:
     def __init__(
         self,
         stub: router_pb2_grpc.RouterStub,
-        targets: Targets,
+        catalog: Catalog,
         timeout: float,
         breaker: CircuitBreaker,
         metrics: OrchestratorMetrics,
     ) -> None:
         self._stub = stub
-        self._targets = targets
+        self._catalog = catalog
         self._timeout = timeout
         self._breaker = breaker
         self._metrics = metrics
+        self._refreshing: asyncio.Task[bool] | None = None
 
     def _request(
-        self, req: ChatRequest, tenant: str, request_id: str, downgrade: bool
+        self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
     ) -> router_pb2.RouteRequest:
         return router_pb2.RouteRequest(
             model=req.model,
@@ -150,7 +74,7 @@ class RouterClient:
         )
 
     async def route(
-        self, req: ChatRequest, tenant: str, request_id: str, downgrade: bool
+        self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
     ) -> RouteDecision:
         if not self._breaker.allow():
             self._metrics.degraded("router", "circuit_open")
@@ -174,13 +98,16 @@ class RouterClient:
             return self._degrade(req, exc)
         self._breaker.record_success()
         self._metrics.set_up("router", True)
+        if resp.policy_version and resp.policy_version != self._catalog.version:
+            self._refresh_soon()
         if not resp.chain:
             return self._degrade(req, RuntimeError("empty chain"))
-        chain = tuple(self._targets.remote(mt) for mt in resp.chain)
-        baseline = self._targets.remote(resp.baseline) if resp.baseline.name else None
+        catalog = self._catalog
+        chain = tuple(catalog.remote(mt) for mt in resp.chain)
+        baseline = catalog.remote(resp.baseline) if resp.baseline.name else None
         return RouteDecision(resp.intent, resp.tier, chain, baseline, False, resp.reason)
 
-    def _degrade(self, req: ChatRequest, exc: BaseException) -> RouteDecision:
+    def _degrade(self, req: LlmRequest, exc: BaseException) -> RouteDecision:
         self._breaker.record_failure()
         self._metrics.set_up("router", False)
         self._metrics.degraded("router", _reason_of(exc))
@@ -188,13 +115,38 @@ class RouterClient:
 
     def local(self, model: str) -> RouteDecision:
         """The router's answer when it cannot be asked: default model or the explicit one."""
-        policy = self._targets.policy
+        catalog = self._catalog
+        policy = catalog.policy
         name = policy.default_model if model == "auto" else model
-        target = self._targets.local(name)
+        target = catalog.local(name)
         if target is None:
             raise model_not_found(model)
-        baseline = self._targets.local(policy.baseline_model)
+        baseline = catalog.local(policy.baseline_model)
         return RouteDecision(DEGRADED_INTENT, "", (target,), baseline, True, "router unavailable")
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self) -> bool:
+        """Fetch the router's policy and follow it; on any failure keep the one we have."""
+        try:
+            resp: router_pb2.GetPolicyResponse = await self._stub.GetPolicy(
+                router_pb2.GetPolicyRequest(), timeout=max(self._timeout, 1.0)
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.debug("policy fetch failed", extra={"code": exc.code().name})
+            return False
+        if resp.version == self._catalog.version or not resp.policy_yaml:
+            return False
+        try:
+            policy = parse_policy(resp.policy_yaml)
+        except PolicyError as exc:
+            log.warning("router policy refused, keeping ours", extra={"error": str(exc)[:300]})
+            return False
+        if not policy.version:
+            return False
+        return self._catalog.apply(policy.model_copy(update={"version": resp.version}))
 
 
 class CacheClient:
@@ -237,6 +189,7 @@ class CacheClient:
         model: str,
         usage: cache_pb2.Usage,
         cost_usd: float,
+        ttl_seconds: int = 0,
     ) -> bool:
         if not self._breaker.allow():
             return False
@@ -245,7 +198,8 @@ class CacheClient:
         )
         try:
             resp: cache_pb2.StoreResponse = await self._stub.Store(
-                cache_pb2.StoreRequest(key=key, entry=entry), timeout=self._timeout
+                cache_pb2.StoreRequest(key=key, entry=entry, ttl_seconds=ttl_seconds),
+                timeout=self._timeout,
             )
         except Exception as exc:
             # The answer already went out: a failed store degrades nothing, count no request.

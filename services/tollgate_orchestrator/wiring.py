@@ -1,4 +1,5 @@
-"""Assemble the orchestrator and run HTTP and gRPC in one process and one event loop.
+"""The orchestrator's composition root: build everything from the settings, then run HTTP
+and gRPC in one process and one event loop.
 
 One uvicorn worker per process, on purpose: a pod runs one process and scales with
 replicas. Several workers would each hold their own registry (scrapes would
@@ -33,16 +34,19 @@ from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import Families, create_families
 from tollgate_common.policy import load_policy
+from tollgate_orchestrator.accounting import Accounting
+from tollgate_orchestrator.admission import Admissions, Slots
 from tollgate_orchestrator.auth import KeyRing
 from tollgate_orchestrator.budget import Budgets, BudgetStore, MemoryStore, RedisStore
+from tollgate_orchestrator.catalog import Catalog
+from tollgate_orchestrator.clients import CacheClient, RouterClient
 from tollgate_orchestrator.config import OrchestratorSettings, load_keys
-from tollgate_orchestrator.deps import CacheClient, RouterClient, Targets
-from tollgate_orchestrator.engine import Engine
-from tollgate_orchestrator.gateway import Gateway, Slots
-from tollgate_orchestrator.grpc_api import SERVICE_NAME, OrchestratorService
-from tollgate_orchestrator.http_api import ROUTES, build_app
+from tollgate_orchestrator.fallback import Attempts
+from tollgate_orchestrator.http_api import build_app, routes
 from tollgate_orchestrator.metrics import OrchestratorMetrics
-from tollgate_orchestrator.upstream import Upstreams
+from tollgate_orchestrator.pipeline import Pipeline
+from tollgate_orchestrator.providers.openai import Upstreams
+from tollgate_orchestrator.service import SERVICE_NAME, OrchestratorService
 from tollgate_orchestrator.validation import Limits
 
 log = logging.getLogger("tollgate.orchestrator")
@@ -58,22 +62,26 @@ DEPENDENCY_BREAKER = BreakerConfig(
 )
 
 
-class Parts:
-    """Everything built from the settings; closed in reverse on the way out."""
+class Gateway:
+    """Everything built from the settings, what the faces share, and the state readiness
+    reports; closed in reverse on the way out."""
 
     def __init__(self, settings: OrchestratorSettings, registry: CollectorRegistry | None) -> None:
         self.settings = s = settings
-        self.policy = load_policy(s.policy_file)
+        self.catalog = Catalog(load_policy(s.policy_file))
         digests, self.dev_key = load_keys(s)
+        self.keys = KeyRing(digests)
+        self.limits = Limits(s.max_messages, s.max_tokens_cap, s.max_n)
         self.families: Families = create_families("orchestrator", registry)
-        models = {name: m.provider for name, m in self.policy.models.items()}
-        self.metrics = OrchestratorMetrics(
+        policy = self.catalog.policy
+        self.metrics = m = OrchestratorMetrics(
             self.families,
-            models=models,
+            models={name: e.provider for name, e in policy.models.items()},
             tenants=sorted(set(digests.values())),
-            routes=ROUTES,
+            routes=routes(),
             budget_store=s.redis_url is not None,
         )
+        self.catalog.subscribe(m.follow)
         tls = {"tls_ca": s.peer_tls_ca, "tls_cert": s.peer_tls_cert, "tls_key": s.peer_tls_key}
         self.router_channel = make_channel(
             s.router_addr, default_timeout=s.router_timeout_seconds, families=self.families, **tls
@@ -81,19 +89,18 @@ class Parts:
         self.cache_channel = make_channel(
             s.cache_addr, default_timeout=s.cache_timeout_seconds, families=self.families, **tls
         )
-        targets = Targets(self.policy)
-        router = RouterClient(
+        self.router = RouterClient(
             router_pb2_grpc.RouterStub(self.router_channel),
-            targets,
+            self.catalog,
             s.router_timeout_seconds,
             CircuitBreaker(DEPENDENCY_BREAKER),
-            self.metrics,
+            m,
         )
         cache = CacheClient(
             cache_pb2_grpc.CacheStub(self.cache_channel),
             s.cache_timeout_seconds,
             CircuitBreaker(DEPENDENCY_BREAKER),
-            self.metrics,
+            m,
         )
         self.store: BudgetStore = (
             RedisStore(
@@ -104,39 +111,43 @@ class Parts:
             if s.redis_url is not None
             else MemoryStore()
         )
-        budgets = Budgets(s.budgets, self.store, s.budget_unchecked_policy, self.metrics)
+        self.budgets = Budgets(s.budgets, self.store, s.budget_unchecked_policy, m)
         self.upstreams = Upstreams(
-            self.policy,
+            policy,
             base_url=s.upstream_base_url,
             base_url_key=s.upstream_api_key.get_secret_value() if s.upstream_api_key else "",
             insecure_hosts=s.upstream_insecure_hosts,
             connect_timeout=s.upstream_connect_timeout_seconds,
             read_timeout=s.upstream_timeout_seconds,
         )
-        self.engine = Engine(
+        self.catalog.subscribe(self.upstreams.sync)
+        attempts = Attempts(s, m)
+        self.admissions = Admissions(Slots(s.max_concurrency), self.budgets, attempts.budget, m)
+        self.pipeline = Pipeline(
             settings=s,
-            policy=self.policy,
-            router=router,
+            catalog=self.catalog,
+            router=self.router,
             cache=cache,
             upstreams=self.upstreams,
-            budgets=budgets,
-            metrics=self.metrics,
+            budgets=self.budgets,
+            attempts=attempts,
+            accounting=Accounting(m),
         )
-        self.gateway = Gateway(
-            settings=s,
-            policy=self.policy,
-            engine=self.engine,
-            keys=KeyRing(digests),
-            metrics=self.metrics,
-            limits=Limits(s.max_messages, s.max_tokens_cap, s.max_n),
-            slots=Slots(s.max_concurrency),
-        )
-        self.gateway.dependencies = {"router": True, "cache": True}
+        self.ready = False
+        self.draining = False
+        self.dependencies = {"router": True, "cache": True}
         if s.redis_url is not None:
-            self.gateway.dependencies["budget_store"] = True
+            self.dependencies["budget_store"] = True
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        ok = self.ready and not self.draining
+        status = "draining" if self.draining else ("ready" if ok else "starting")
+        deps = {k: ("up" if v else "down") for k, v in sorted(self.dependencies.items())}
+        # A dependency that is down degrades requests, it does not fail them: still ready.
+        return ok, {"status": status, "dependencies": deps}
 
     async def close(self) -> None:
-        await self.engine.drain_background(1.0)
+        await self.pipeline.drain_background(1.0)
         await self.upstreams.close()
         await self.store.close()
         await self.router_channel.close()
@@ -153,19 +164,22 @@ async def _grpc_up(channel: grpc.aio.Channel, seconds: float) -> bool:
     return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def probe_dependencies(parts: Parts, interval: float) -> None:
-    """Keep readiness details and ``tollgate_dependency_up`` current between requests."""
-    s, gw, m = parts.settings, parts.gateway, parts.metrics
+async def probe_dependencies(gw: Gateway, interval: float) -> None:
+    """Keep readiness details and ``tollgate_dependency_up`` current between requests,
+    and the followed policy current while no request brings a newer version."""
+    s, m = gw.settings, gw.metrics
     while True:
         results = await asyncio.gather(
-            _grpc_up(parts.router_channel, max(s.router_timeout_seconds, 0.5)),
-            _grpc_up(parts.cache_channel, max(s.cache_timeout_seconds, 0.5)),
-            parts.store.ping(),
+            _grpc_up(gw.router_channel, max(s.router_timeout_seconds, 0.5)),
+            _grpc_up(gw.cache_channel, max(s.cache_timeout_seconds, 0.5)),
+            gw.store.ping(),
         )
         for name, up in zip(("router", "cache", "budget_store"), results, strict=True):
             if name in gw.dependencies:
                 gw.dependencies[name] = up
                 m.set_up(name, up)
+        if results[0]:
+            await gw.router.refresh()
         await asyncio.sleep(interval)
 
 
@@ -177,12 +191,11 @@ class _Uvicorn(uvicorn.Server):
 
 
 async def serve(settings: OrchestratorSettings) -> int:
-    parts = Parts(settings, None)
-    if parts.dev_key:
+    gw = Gateway(settings, None)
+    if gw.dev_key:
         log.warning(
             "no API keys configured: using the dev key for tenant 'dev'; for local use only"
         )
-    gw = parts.gateway
 
     def register(server: grpc.aio.Server) -> list[str]:
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(OrchestratorService(gw), server)
@@ -192,15 +205,15 @@ async def serve(settings: OrchestratorSettings) -> int:
     try:
         sock = socket.create_server((settings.host, settings.http_port), backlog=4096)
     except OSError as exc:
-        await parts.close()
+        await gw.close()
         raise OSError(f"HTTP {settings.host}:{settings.http_port}: {exc.strerror}") from None
     try:
         grpc_server: GrpcServer = await start_grpc_server(
-            settings=settings, port=settings.grpc_port, families=parts.families, register=register
+            settings=settings, port=settings.grpc_port, families=gw.families, register=register
         )
     except (OSError, RuntimeError) as exc:  # grpc reports a taken port as RuntimeError
         sock.close()
-        await parts.close()
+        await gw.close()
         raise OSError(f"gRPC {settings.host}:{settings.grpc_port}: cannot bind") from exc
     config = uvicorn.Config(
         build_app(gw),
@@ -221,7 +234,7 @@ async def serve(settings: OrchestratorSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http_task = loop.create_task(http.serve(sockets=[sock]))
-    probe = loop.create_task(probe_dependencies(parts, settings.probe_interval_seconds))
+    probe = loop.create_task(probe_dependencies(gw, settings.probe_interval_seconds))
     stop_task = loop.create_task(stop.wait())
     while not http.started and not http_task.done():  # noqa: ASYNC110 - uvicorn has only a flag
         await asyncio.sleep(0.01)
@@ -248,5 +261,5 @@ async def serve(settings: OrchestratorSettings) -> int:
             code = code or 1
     probe.cancel()
     stop_task.cancel()
-    await parts.close()
+    await gw.close()
     return code

@@ -1,0 +1,104 @@
+"""The routing policy as the orchestrator follows it: the router's, with the last good kept.
+
+The router is the one source. Every route answer carries the router's policy
+version; when it differs from ours, and on every dependency probe, the catalog
+fetches the router's policy (``GetPolicy``) and applies it. Pulling needs no new
+inbound RPC and works for any number of orchestrator replicas, and a router that is
+away leaves the last good policy in force. Applying a policy renews everything
+that is priced or named from it: metric label sets, ``/v1/models``, the degraded
+route, budget estimates and the provider clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tollgate.router.v1 import router_pb2
+from tollgate_common.policy import ModelEntry, Policy
+from tollgate_orchestrator.types import Target
+
+log = logging.getLogger(__name__)
+
+_TARGET_MEMO_MAX = 1024
+
+
+class Catalog:
+    """The policy in force, and ``Target``s built from it or from the router's answers,
+    memoised: the same model and price make one object, not one per request."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._memo: dict[tuple[object, ...], Target] = {}
+        self._listeners: list[Callable[[Policy], None]] = []
+
+    @property
+    def version(self) -> str:
+        return self.policy.version
+
+    def subscribe(self, listener: Callable[[Policy], None]) -> None:
+        """Called with every newly applied policy (and now, with the current one)."""
+        self._listeners.append(listener)
+        listener(self.policy)
+
+    def apply(self, policy: Policy) -> bool:
+        if policy.version == self.policy.version and policy == self.policy:
+            return False
+        old = self.policy.version
+        self.policy = policy
+        self._memo.clear()
+        for listener in self._listeners:
+            listener(policy)
+        log.info(
+            "policy followed",
+            extra={
+                "version": policy.version,
+                "previous_version": old,
+                "models": len(policy.models),
+            },
+        )
+        return True
+
+    def local(self, name: str) -> Target | None:
+        m = self.policy.models.get(name)
+        if m is None:
+            return None
+        key = ("local", name)
+        t = self._memo.get(key)
+        if t is None:
+            t = Target(name, m.provider, m.upstream_model or name, m, m.context_window)
+            self._remember(key, t)
+        return t
+
+    def remote(self, mt: router_pb2.ModelTarget) -> Target:
+        p = mt.price
+        key = (
+            mt.name,
+            mt.provider,
+            mt.upstream_model,
+            p.input_per_mtok,
+            p.cached_input_per_mtok,
+            p.output_per_mtok,
+            mt.context_window,
+        )
+        t = self._memo.get(key)
+        if t is None:
+            default_window = ModelEntry.model_fields["context_window"].default
+            entry = ModelEntry(
+                provider=mt.provider,
+                upstream_model=mt.upstream_model or mt.name,
+                input_per_mtok=p.input_per_mtok,
+                cached_input_per_mtok=p.cached_input_per_mtok,
+                output_per_mtok=p.output_per_mtok,
+                context_window=mt.context_window or default_window,
+            )
+            t = Target(
+                mt.name, mt.provider, mt.upstream_model or mt.name, entry, entry.context_window
+            )
+            self._remember(key, t)
+        return t
+
+    def _remember(self, key: tuple[object, ...], t: Target) -> None:
+        if len(self._memo) >= _TARGET_MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = t

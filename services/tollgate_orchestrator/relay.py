@@ -1,0 +1,118 @@
+"""The stream relay: forward an upstream stream as it comes, account for it once it ends.
+
+Payloads are forwarded untouched and parsed only (by the wire format's parser) for
+usage and, when the answer will be cached, to assemble it. After the first byte a
+stream cannot be retried: a failure ends it with an error event. ``finish`` runs
+from the admission's close, once, however the stream ended: it closes the
+upstream (a client that left stops the spending), estimates a stream that ended
+without usage, and records everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx2
+
+from tollgate_orchestrator.accounting import Accounting, Call, Usage
+from tollgate_orchestrator.dialects.base import StreamParser, Wire
+from tollgate_orchestrator.retry import PROTOCOL
+from tollgate_orchestrator.types import Target, UpstreamStream
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = {"completed": "success", "error": "partial"}  # anything else: cancelled
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        call: Call,
+        target: Target,
+        upstream: UpstreamStream,
+        wire: Wire,
+        parser: StreamParser,
+        accounting: Accounting,
+        store: Callable[[Target, bytes, Usage], None] | None,
+        attempt_started: float,
+        opened: float,
+    ) -> None:
+        self.call = call
+        self.target = target
+        self.upstream = upstream
+        self.wire = wire
+        self.parser = parser
+        self.accounting = accounting
+        self._store = store
+        self.attempt_started = attempt_started
+        self.opened = opened
+        self.outcome = "client_disconnect"
+
+    def _price(self, usage: Usage) -> float:
+        cost = usage.cost(self.target)
+        self.call.adm.cost = cost
+        return cost
+
+    async def events(self) -> AsyncIterator[bytes]:
+        feed = self.parser.feed
+        try:
+            for payload in self.upstream.first:
+                ev = feed(payload, self._price)
+                if ev is not None:
+                    yield ev
+            end = None
+            async for payload in self.upstream:
+                end = self.wire.end_of(payload)
+                if end is not None:
+                    break
+                ev = feed(payload, self._price)
+                if ev is not None:
+                    yield ev
+            if end == "done":
+                self.outcome = "completed"
+                yield self.wire.done_event
+            else:
+                self.outcome = "error"
+                yield self._error()
+        except (httpx2.HTTPError, OSError, TimeoutError):
+            self.outcome = "error"
+            yield self._error()
+
+    def _error(self) -> bytes:
+        m, t = self.accounting.metrics, self.target
+        m.upstream_error(t.provider, t.name, PROTOCOL)
+        usage = self._usage()
+        return self.wire.stream_error(
+            "The upstream stream failed after it started; the answer is incomplete.",
+            "upstream_stream_error",
+            self._price(usage),
+        )
+
+    def _usage(self) -> Usage:
+        """The stream's usage, or an estimate when it ended without one."""
+        p = self.parser
+        if p.usage is None:
+            p.usage = Usage(prompt=self.call.req.est_prompt_tokens, completion=p.chunks)
+        return p.usage
+
+    async def finish(self) -> None:
+        call, target = self.call, self.target
+        m, clock = self.accounting.metrics, self.accounting.clock
+        try:
+            await self.upstream.aclose()
+        except Exception:  # closing a broken connection may raise; it is closed either way
+            log.debug("upstream close failed", exc_info=True)
+        elapsed = clock() - self.opened
+        call.upstream_seconds += elapsed
+        m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(
+            self.opened - self.attempt_started + elapsed
+        )
+        usage = self._usage()
+        m.streams(self.outcome).inc()
+        self.accounting.answered(call, target, usage, OUTCOMES.get(self.outcome, "cancelled"))
+        if self.outcome == "completed" and self._store is not None:
+            body = self.parser.assembled()
+            if body is not None:
+                self._store(target, body, usage)
