@@ -52,6 +52,7 @@ class RouterClient:
         self._breaker = breaker
         self._metrics = metrics
         self._refreshing: asyncio.Task[bool] | None = None
+        self._last_yaml = ""
 
     def _request(
         self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
@@ -137,8 +138,11 @@ class RouterClient:
         except grpc.aio.AioRpcError as exc:
             log.debug("policy fetch failed", extra={"code": exc.code().name})
             return False
-        if resp.version == self._catalog.version or not resp.policy_yaml:
+        # The text, not only the version: a document pushed under an unchanged version
+        # still changes the policy. Parsed once per distinct text.
+        if not resp.policy_yaml or resp.policy_yaml == self._last_yaml:
             return False
+        self._last_yaml = resp.policy_yaml
         try:
             policy = parse_policy(resp.policy_yaml)
         except PolicyError as exc:

@@ -1,6 +1,7 @@
 """Truthful accounting (issue 3 §8): a mixed workload, then a recount from the responses.
 
 The workload: routed and explicit requests, cache misses then hits (plain and streamed),
+a model the operator added after start (pushed to the router, followed by the orchestrator),
 a fallback after injected 500s, a retry after a 429 with Retry-After, streams with
 ``include_usage``, a reasoning model, a long cached system prefix, a gRPC ``Complete``,
 and budget rejections of a second tenant with a tiny budget.
@@ -32,13 +33,21 @@ from openai import OpenAI
 
 from tests.reliability.common import Samples, delta, fault, scrape, scrape_text, total
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.metrics.catalog import specs_for
-from tollgate_common.policy import cost_usd, load_policy
+from tollgate_common.policy import DEFAULT_POLICY_FILE, cost_usd, parse_policy
 from tools.stack import DEV_KEY, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-POLICY = load_policy()
+ADDED = "acme-mini"  # what an operator's RoutingPolicy adds while everything runs
+PUSHED = DEFAULT_POLICY_FILE.read_text().replace(
+    "models:\n",
+    f"models:\n  {ADDED}: {{provider: openai, upstream_model: gpt-4o-mini, input_per_mtok: 0.3,"
+    " cached_input_per_mtok: 0.1, output_per_mtok: 1.7}\n",
+    1,
+)
+POLICY = parse_policy(PUSHED)
 SMALL_KEY = "sk-small-team"
 TINY = 0.000001  # the first request of the small team spends it; the next are refused
 CONFIG = f"""
@@ -82,13 +91,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         orch_env={
             "TOLLGATE_CONFIG": str(config),
             "TOLLGATE_ORCHESTRATOR_API_KEYS": f"dev:{DEV_KEY},small-team:{SMALL_KEY}",
+            "TOLLGATE_ORCHESTRATOR_PROBE_INTERVAL_SECONDS": "0.3",
         },
     )
     s.start()
     try:
+        push_policy(s)
         yield s
     finally:
         s.stop()
+
+
+def push_policy(stack: Stack) -> None:
+    """What the operator does with a RoutingPolicy; then wait until the orchestrator follows."""
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.router}") as ch:
+        router_pb2_grpc.RouterStub(ch).UpdatePolicy(
+            router_pb2.UpdatePolicyRequest(policy_yaml=PUSHED, source="operator:test/recount"),
+            timeout=5,
+        )
+    c = OpenAI(base_url=stack.base_url + "/v1", api_key=DEV_KEY, max_retries=0)
+    deadline = time.monotonic() + 15
+    while ADDED not in {m.id for m in c.models.list()}:
+        assert time.monotonic() < deadline, "the orchestrator never followed the pushed policy"
+        time.sleep(0.1)
+    c.close()
 
 
 def _usage(u: Any) -> tuple[int, int, int, int]:
@@ -158,6 +184,9 @@ def workload(stack: Stack) -> tuple[list[Answer], int]:
     out.append(ask(c, model="gpt-4.1", messages=msgs("Refactor this loop into a comprehension.")))
     fault(stack, {"model": "gpt-4.1-mini", "status": 429, "count": 1, "retry_after": 1})
     out.append(ask(c, model="gpt-4.1-mini", messages=msgs("List three rivers in Peru.")))
+    # The operator's model, whole and streamed, with a long prefix (cached prompt tokens).
+    out.append(ask(c, model=ADDED, messages=msgs("Where is my order?", LONG_SYSTEM)))
+    out.append(ask(c, model=ADDED, messages=msgs("And my refund?", LONG_SYSTEM), **STREAM))
     # A reasoning model (reasoning tokens) and a long system prefix (cached prompt tokens).
     out.append(ask(c, model="o4-mini", messages=msgs("What is 17 * 23? Think it through.")))
     out.append(ask(c, model="gpt-4o-mini", messages=msgs("Where is my parcel?", LONG_SYSTEM)))
@@ -246,6 +275,12 @@ def test_every_cost_is_usage_times_the_price_table(recount: Run) -> None:
     assert abs(counted - told) <= EPS, (counted, told)
     assert abs(told - priced) <= EPS, (told, priced)
     assert told > 0
+    # The operator's model is counted under its own name, and nothing fell into "other".
+    added = sum(a.cost for a in answers if a.model == ADDED)
+    o = before["orchestrator"], after["orchestrator"]
+    assert added > 0
+    assert abs(delta(*o, "tollgate_llm_cost_usd_total", model=ADDED) - added) <= EPS
+    assert delta(*o, "tollgate_llm_cost_usd_total", model="other") == 0
 
 
 def test_token_counters_equal_the_summed_usage(recount: Run) -> None:

@@ -1,6 +1,6 @@
 """Several uvicorn workers must not undercount (issue 3 §9). tollgate's choice: one
 uvicorn worker per orchestrator process, one process per pod, scale with replicas
-(``services/tollgate_orchestrator/server.py`` and ``docs/reliability.md`` say why).
+(``services/tollgate_orchestrator/wiring.py`` and ``docs/reliability.md`` say why).
 
 These tests hold the choice in place: there is no ``workers`` knob and no child
 process, the chart runs the module directly, and two replicas under concurrent load
