@@ -25,7 +25,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from bench import compare, stats
-from tollgate_common.grpc.interceptors import MethodMetrics
+from tollgate_common.grpc.metrics import MethodMetrics
 from tollgate_common.metrics import create_families
 from tollgate_common.policy import load_policy
 from tollgate_orchestrator.metrics import OrchestratorMetrics

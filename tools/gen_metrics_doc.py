@@ -10,7 +10,7 @@ from tollgate_common.metrics.catalog import ALL_SERVICES, CATALOG, MetricSpec
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "metrics.md"
 
-SEED_GREPS = {
+LEGACY_GREPS = {
     "router": "model_selections",
     "cache": "cache_hit_rate",
     "orchestrator": "http_requests_total, cost, tokens",
@@ -39,18 +39,21 @@ def render() -> str:
         "templates; anything else is recorded as `other`. No prompt text, user id or key",
         "is ever a label value.",
         "",
-        "## The seed's names",
+        "## Legacy names",
         "",
-        "| seed name | tollgate family | where |",
+        "Metric names that the project's first brief promised, each replaced by the",
+        "`tollgate_*` family beside it.",
+        "",
+        "| legacy name | tollgate family | where |",
         "|---|---|---|",
     ]
     for spec in CATALOG.values():
-        if spec.seed_name:
-            lines.append(f"| `{spec.seed_name}` | `{spec.name}` | {', '.join(spec.services)} |")
+        if spec.legacy_name:
+            lines.append(f"| `{spec.legacy_name}` | `{spec.name}` | {', '.join(spec.services)} |")
     lines += [
         "",
-        "The seed's documented greps keep working on each service's own `/metrics`: "
-        + "; ".join(f"{svc}: `{g}`" for svc, g in SEED_GREPS.items())
+        "The legacy names' documented greps keep working on each service's own `/metrics`: "
+        + "; ".join(f"{svc}: `{g}`" for svc, g in LEGACY_GREPS.items())
         + ".",
     ]
     for service in ALL_SERVICES:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in ("services", "proto/gen/python"))
+# The orchestrator's ``config.DEV_KEY``, spelled here because this module runs before the
+# services are importable (``make run``); tests/unit/test_run_env.py holds them equal.
 DEV_KEY = "sk-tollgate-dev"
 
 

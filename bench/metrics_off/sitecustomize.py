@@ -77,7 +77,7 @@ grpc.aio.secure_channel = _secure_channel
 
 try:
     from tollgate_common.grpc import channel as _channel
-    from tollgate_common.grpc import interceptors as _interceptors
+    from tollgate_common.grpc import metrics as _grpc_metrics
 except ImportError:  # not a tollgate process
     pass
 else:
@@ -90,4 +90,4 @@ else:
         return handler
 
     _channel.MeteredChannel.__init__ = _unmetered_channel  # type: ignore[method-assign]
-    _interceptors.ServerMetrics.wrap = _unwrapped  # type: ignore[method-assign]
+    _grpc_metrics.ServerMetrics.wrap = _unwrapped  # type: ignore[method-assign]

@@ -26,6 +26,9 @@ class CacheSettings(ServiceSettings):
     max_bytes: int = Field(default=256 * MIB, gt=0)
     max_entry_bytes: int = Field(default=1 * MIB, gt=0)
     default_ttl_seconds: int = Field(default=3600, gt=0)
+    # Bounds one Redis call. Keep it below the callers' deadline (the orchestrator's
+    # cache_timeout_seconds) to have the breaker see a frozen Redis: a call its caller
+    # cancels first is released, not counted (tollgate_common.breaker.guard).
     redis_timeout_seconds: float = Field(default=0.2, gt=0, le=30)
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from tollgate_cache.backend import Backend
 from tollgate_cache.memory import EVICTION_REASONS, EvictionReason
 from tollgate_cache.window import HitRateWindow
-from tollgate_common.metrics import Families
+from tollgate_common.metrics import Children, Families
 
 Operation = Literal["lookup", "store", "invalidate", "maintain"]
 OPERATIONS: tuple[Operation, ...] = ("lookup", "store", "invalidate", "maintain")
@@ -27,15 +27,14 @@ class CacheMetrics:
         lookups = f.counter("tollgate_cache_lookups_total")
         self.hits: Counter = lookups.labels(result="hit")
         self.misses: Counter = lookups.labels(result="miss")
-        evictions = f.counter("tollgate_cache_evictions_total")
-        self.evictions: dict[EvictionReason, Counter] = {
-            r: evictions.labels(reason=r) for r in EVICTION_REASONS
-        }
-        stores = f.counter("tollgate_cache_stores_total")
-        self.stores: dict[StoreResult, Counter] = {
-            r: stores.labels(result=r) for r in STORE_RESULTS
-        }
+        self.evictions = Children(
+            f.counter("tollgate_cache_evictions_total"), bind=[(r,) for r in EVICTION_REASONS]
+        )
+        self.stores = Children(
+            f.counter("tollgate_cache_stores_total"), bind=[(r,) for r in STORE_RESULTS]
+        )
         self.invalidations: Counter = f.counter("tollgate_cache_invalidations_total")
+        # The backend label is fixed for the process: plain per-operation maps.
         duration = f.histogram("tollgate_cache_operation_duration_seconds")
         self.duration: dict[Operation, Histogram] = {
             op: duration.labels(backend=backend_name, operation=op) for op in OPERATIONS
@@ -68,7 +67,7 @@ class CacheMetrics:
         )
 
     def evicted(self, reason: EvictionReason, n: int) -> None:
-        self.evictions[reason].inc(n)
+        self.evictions(reason).inc(n)
         self.eviction_count += n
 
     def hit(self, tokens: int, usd: float) -> None:

@@ -1,30 +1,31 @@
 """The Redis backend: bounded time per call, no client retries, and a circuit breaker.
 
-redis-py's default ``Retry`` turns a 0.2 s socket timeout into seconds of blocking
-against a frozen Redis, so retries are off; the breaker then makes a dead Redis
-cost at most one timeout per reset period, after which calls fail at once and
-the cache answers misses. Entries and bytes come from a periodic ``DBSIZE`` +
-``INFO memory``, never from the request path. They describe the whole Redis
-database: give the cache its own database index for exact numbers.
+The client and the guarded call are ``tollgate_common.redis``'s (why retries are off
+is written there): a dead Redis costs at most one timeout per reset period, after
+which calls fail at once and the cache answers misses. A Redis that answers with an
+error (OOM under noeviction) is alive and counts as a success; a call cancelled by
+its caller (its deadline is shorter than ``redis_timeout_seconds``) is released,
+neither success nor failure: see ``CircuitBreaker.guard``. Entries and bytes come
+from a periodic ``DBSIZE`` + ``INFO memory``, never from the request path. They
+describe the whole Redis database: give the cache its own database index for exact
+numbers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollgate_cache.backend import BackendError, BackendName
 from tollgate_cache.memory import EvictionListener
-from tollgate_common.breaker import OPEN, STATE_NAMES, CircuitBreaker
+from tollgate_common.breaker import OPEN, STATE_NAMES, BreakerOpen, CircuitBreaker
+from tollgate_common.redis import guarded, make_client
 
 log = logging.getLogger(__name__)
 
@@ -53,45 +54,28 @@ class RedisBackend:
         self._fallback_capacity = fallback_capacity
         self._on_evict = on_evict
         self.breaker = breaker
-        self._client = client or aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=MAX_CONNECTIONS,
-        )
+        self._client = client or make_client(url, timeout_seconds, max_connections=MAX_CONNECTIONS)
         self._entries = 0
         self._bytes = 0
         self._capacity = fallback_capacity
 
     async def _call(self, op: Callable[[], Awaitable[T]], bounded: bool = True) -> T:
-        if not self.breaker.allow():
-            raise BackendError("breaker_open")
+        # Unbounded calls are many commands, each bounded by the socket timeout.
         try:
-            if bounded:
-                # Socket timeouts bound each read; this bounds connect + handshake + command
-                # together, so one call never costs more than one timeout.
-                async with asyncio.timeout(self._timeout):
-                    result = await op()
-            else:
-                result = await op()
+            # The orchestrator's lookup deadline (0.1 s) is shorter than a Redis timeout
+            # can safely be: a frozen Redis is seen here only as abandoned calls, so
+            # they count, and the breaker opens instead of every lookup waiting.
+            return await guarded(
+                self.breaker, self._timeout if bounded else None, op, cancel_fails=True
+            )
+        except BreakerOpen:
+            raise BackendError("breaker_open") from None
         except (RedisTimeoutError, TimeoutError) as exc:
-            self.breaker.record_failure()
             raise BackendError("timeout") from exc
         except (RedisConnectionError, OSError) as exc:
-            self.breaker.record_failure()
             raise BackendError("unavailable", type(exc).__name__) from exc
-        except asyncio.CancelledError:
-            # The caller gave up first (its deadline is shorter than ours): Redis was too
-            # slow for it, so the breaker hears of it, or a frozen Redis would never trip it.
-            self.breaker.record_failure()
-            raise
         except RedisError as exc:
-            # Redis answered (e.g. OOM under noeviction): it is alive, the call failed.
-            self.breaker.record_success()
             raise BackendError("error", type(exc).__name__) from exc
-        self.breaker.record_success()
-        return result
 
     async def get(self, key: str) -> bytes | None:
         value: Any = await self._call(lambda: self._client.get(PREFIX + key))

@@ -23,6 +23,8 @@ from tollgate_cache.window import HitRateWindow
 
 log = logging.getLogger(__name__)
 
+SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
+
 KEY_RE = re.compile(r"[0-9a-f]{64}")
 KEY_HELP = "key: must be the 64-character lowercase sha256 hex from tollgate_common.cachekey"
 
@@ -109,7 +111,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         try:
             check_store(request)
         except InvalidInput as exc:
-            self.metrics.stores["invalid"].inc()
+            self.metrics.stores("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         entry = request.entry
         if entry.created_unix == 0:
@@ -121,15 +123,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             stored = await self.backend.set(request.key, value, ttl)
         except BackendError as exc:
             self.metrics.errors["store"].inc()
-            self.metrics.stores["backend_error"].inc()
+            self.metrics.stores("backend_error").inc()
             log.debug("store failed", extra={"reason": exc.reason})
             return cache_pb2.StoreResponse(stored=False, reason=exc.reason)
         finally:
             self._store_time.observe(time.perf_counter() - start)
         if not stored:
-            self.metrics.stores["too_large"].inc()
+            self.metrics.stores("too_large").inc()
             return cache_pb2.StoreResponse(stored=False, reason="too_large")
-        self.metrics.stores["stored"].inc()
+        self.metrics.stores("stored").inc()
         return cache_pb2.StoreResponse(stored=True)
 
     async def Invalidate(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_FILE_ENV = "TOLLGATE_CONFIG"
@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     grpc_tls_cert: Path | None = None  # server certificate (PEM); TLS when set with the key
     grpc_tls_key: Path | None = None
     grpc_tls_client_ca: Path | None = None  # CA for client certs: mutual TLS when set
+    # Shutdown (tollgate_common.service.shutdown): NOT_SERVING, then drain_seconds for
+    # endpoints to be removed, then grace_seconds for in-flight calls to finish.
+    drain_seconds: float = Field(default=0.0, ge=0)
     grace_seconds: float = 10.0
 
 

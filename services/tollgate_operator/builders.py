@@ -15,6 +15,11 @@ from typing import Any
 
 import yaml
 
+from tollgate_common.budgets import (
+    DEFAULT_ACTION,
+    DEFAULT_THRESHOLDS,
+    validate_budget,
+)
 from tollgate_common.policy import Policy, PolicyError, parse_policy
 from tollgate_operator import API_VERSION
 
@@ -143,10 +148,6 @@ def build_policy(name: str, namespace: str, spec: Mapping[str, Any]) -> BuiltPol
 
 # --- CostBudget -----------------------------------------------------------------------------
 
-PERIODS = ("day", "month")
-ACTIONS = ("reject", "downgrade")
-DEFAULT_THRESHOLDS = (0.5, 0.8, 1.0)
-TENANT_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Labels the rule sets itself; a notification label may not replace them.
 RESERVED_LABELS = frozenset({"alertname", "tenant", "period", "threshold", "budget"})
@@ -154,7 +155,7 @@ _BUDGET_FIELDS = frozenset({"tenant", "period", "limitUSD", "thresholds", "actio
 
 
 @dataclass(frozen=True)
-class BudgetSpec:
+class CostBudget:
     tenant: str
     period: str
     limit_usd: float
@@ -167,15 +168,14 @@ class BudgetSpec:
         return (self.tenant, self.period)
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(f"{where}: must be a number")
-    return float(value)
+# validate_budget's field names -> the resource's.
+_BUDGET_CAMEL = {"limit_usd": "limitUSD"}
 
 
-def budget_from_spec(spec: Mapping[str, Any]) -> BudgetSpec:
-    """Check a CostBudget spec (the same rules as the CRD schema, plus label names) and
-    fill in the defaults the API server would have applied."""
+def budget_from_spec(spec: Mapping[str, Any]) -> CostBudget:
+    """Check a CostBudget spec (``tollgate_common.budgets.validate_budget`` with the CRD
+    schema's stricter rules, plus label names) and fill in the defaults the API server
+    would have applied."""
     spec = _mapping(spec, "spec")
     unknown = sorted(k for k in spec if k not in _BUDGET_FIELDS)
     if unknown:
@@ -183,24 +183,18 @@ def budget_from_spec(spec: Mapping[str, Any]) -> BudgetSpec:
     for req in ("tenant", "period", "limitUSD"):
         if req not in spec:
             raise SpecError(f"spec.{req}: required")
-    tenant = spec["tenant"]
-    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
-        raise SpecError(f"spec.tenant: {tenant!r} must match {TENANT_RE.pattern}")
-    if spec["period"] not in PERIODS:
-        raise SpecError(f"spec.period: must be one of {', '.join(PERIODS)}")
-    limit = _number(spec["limitUSD"], "spec.limitUSD")
-    if limit <= 0:
-        raise SpecError("spec.limitUSD: must be greater than 0")
     raw = spec.get("thresholds", list(DEFAULT_THRESHOLDS))
     if not isinstance(raw, list) or not raw:
         raise SpecError("spec.thresholds: must be a non-empty list")
-    thresholds = sorted({_number(t, f"spec.thresholds[{i}]") for i, t in enumerate(raw)})
-    for i, t in enumerate(raw):
-        if not 0 < float(t) <= 2:
-            raise SpecError(f"spec.thresholds[{i}]: {t} is not in (0, 2]")
-    action = spec.get("action", "reject")
-    if action not in ACTIONS:
-        raise SpecError(f"spec.action: must be one of {', '.join(ACTIONS)}")
+    action = spec.get("action", DEFAULT_ACTION)
+    problems = validate_budget(
+        spec["tenant"], spec["period"], spec["limitUSD"], action, raw, resource=True
+    )
+    if problems:
+        name, _, message = problems[0].partition(": ")
+        base, bracket, index = name.partition("[")
+        raise SpecError(f"spec.{_BUDGET_CAMEL.get(base, base)}{bracket}{index}: {message}")
+    thresholds = sorted({float(t) for t in raw})
     notification = _mapping(spec.get("notification", {}), "spec.notification")
     if set(notification) - {"labels"}:
         raise SpecError(f"spec.notification.{sorted(set(notification) - {'labels'})[0]}: unknown")
@@ -213,10 +207,17 @@ def budget_from_spec(spec: Mapping[str, Any]) -> BudgetSpec:
             raise SpecError(f"{where}: reserved, the operator sets it")
         if not isinstance(v, str):
             raise SpecError(f"{where}: must be a string")
-    return BudgetSpec(tenant, spec["period"], limit, tuple(thresholds), action, dict(labels))
+    return CostBudget(
+        spec["tenant"],
+        spec["period"],
+        float(spec["limitUSD"]),
+        tuple(thresholds),
+        action,
+        dict(labels),
+    )
 
 
-def budget_fields(budget: BudgetSpec, source: str) -> dict[str, Any]:
+def budget_fields(budget: CostBudget, source: str) -> dict[str, Any]:
     """Keyword arguments of the orchestrator's ``Budget`` message."""
     return {
         "tenant": budget.tenant,
@@ -269,7 +270,7 @@ MANAGED_BY = {
 }
 
 
-def budget_rules(budget: BudgetSpec, budget_ref: str) -> list[dict[str, Any]]:
+def budget_rules(budget: CostBudget, budget_ref: str) -> list[dict[str, Any]]:
     """One alert per threshold on the spend/limit ratio. Replicas share budget counters,
     so each reports the same spend: ``max``, not ``sum``."""
     selector = f"tenant={_promql_str(budget.tenant)},period={_promql_str(budget.period)}"
@@ -308,7 +309,7 @@ def budget_rules(budget: BudgetSpec, budget_ref: str) -> list[dict[str, Any]]:
 
 
 def prometheus_rule(
-    body: Mapping[str, Any], budget: BudgetSpec, extra_labels: Mapping[str, str]
+    body: Mapping[str, Any], budget: CostBudget, extra_labels: Mapping[str, str]
 ) -> dict[str, Any]:
     """The PrometheusRule a CostBudget owns (deleting the budget deletes it)."""
     meta = body.get("metadata", {})

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
+from tollgate_common.budgets import ACTIONS, PERIODS, RESOURCE_TENANT_RE
 from tollgate_common.policy import INTENTS, TIERS
 from tollgate_operator import GROUP, VERSION
-from tollgate_operator.builders import ACTIONS, PERIODS, TENANT_RE
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "tollgate" / "crds"
 CAPABILITIES = ("tools", "json", "vision", "reasoning", "streaming")
@@ -162,7 +162,7 @@ def cost_budget_spec() -> Schema:
     # keys of unbounded length could exceed the API server's cost budget.
     return _obj(
         {
-            "tenant": {"type": "string", "pattern": TENANT_RE.pattern, "maxLength": 63},
+            "tenant": {"type": "string", "pattern": RESOURCE_TENANT_RE.pattern, "maxLength": 63},
             "period": {"type": "string", "enum": list(PERIODS)},
             "limitUSD": {
                 "type": "number",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tollgate_common.metrics import Families
+from tollgate_common.metrics import Children, Families
 from tollgate_operator import builders as b
 from tollgate_operator.config import OperatorSettings, split_addresses
 from tollgate_operator.k8s import APIError, Kube, NotFound
@@ -64,29 +64,27 @@ class Context:
 
     def __post_init__(self) -> None:
         fam = self.families
-        self._results = {
-            (k, r): fam.counter("tollgate_operator_reconciles_total").labels(kind=k, result=r)
-            for k in KINDS
-            for r in RESULTS
-        }
-        self._errors = {
-            (k, r): fam.counter("tollgate_operator_reconcile_errors_total").labels(kind=k, reason=r)
-            for k in KINDS
-            for r in ERROR_REASONS
-        }
-        self._duration = {
-            k: fam.histogram("tollgate_operator_reconcile_duration_seconds").labels(kind=k)
-            for k in KINDS
-        }
-        self._managed = {
-            k: fam.gauge("tollgate_operator_managed_resources").labels(kind=k) for k in KINDS
-        }
+        self._results = Children(
+            fam.counter("tollgate_operator_reconciles_total"),
+            bind=[(k, r) for k in KINDS for r in RESULTS],
+        )
+        self._errors = Children(
+            fam.counter("tollgate_operator_reconcile_errors_total"),
+            bind=[(k, r) for k in KINDS for r in ERROR_REASONS],
+        )
+        self._duration = Children(
+            fam.histogram("tollgate_operator_reconcile_duration_seconds"),
+            bind=[(k,) for k in KINDS],
+        )
+        self._managed = Children(
+            fam.gauge("tollgate_operator_managed_resources"), bind=[(k,) for k in KINDS]
+        )
 
     def record(self, kind: str, outcome: Outcome, started: float) -> None:
-        self._duration[kind].observe(time.monotonic() - started)
-        self._results[(kind, outcome.result)].inc()
+        self._duration(kind).observe(time.monotonic() - started)
+        self._results(kind, outcome.result).inc()
         if outcome.reason:
-            self._errors[(kind, outcome.reason)].inc()
+            self._errors(kind, outcome.reason).inc()
 
     def track(self, kind: str, name: str, present: bool) -> None:
         names = self.managed[kind]
@@ -94,7 +92,7 @@ class Context:
             names.add(name)
         else:
             names.discard(name)
-        self._managed[kind].set(len(names))
+        self._managed(kind).set(len(names))
 
     async def discover(self, target: Literal["router", "orchestrator"]) -> list[str]:
         s = self.settings

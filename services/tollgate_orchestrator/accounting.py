@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from tollgate.cache.v1 import cache_pb2
 from tollgate_common.policy import cost_usd
-from tollgate_orchestrator.admission import Admission
 from tollgate_orchestrator.metrics import OrchestratorMetrics
-from tollgate_orchestrator.types import LlmRequest, RouteDecision, Target
+from tollgate_orchestrator.types import LlmRequest, RouteDecision, Spending, Target
 
 
 def round_cost(usd: float) -> float:
@@ -50,7 +49,7 @@ class Call:
     """What the pipeline learns about one request on its way, for accounting."""
 
     req: LlmRequest
-    adm: Admission
+    adm: Spending
     started: float
     decision: RouteDecision | None = None
     cache: str = "bypass"  # hit | miss | bypass

@@ -12,7 +12,6 @@ retries, and behind a breaker. When the store cannot answer, the stated
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -20,14 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from tollgate_common.breaker import CircuitBreaker
+from tollgate_common.breaker import BreakerOpen, CircuitBreaker
+from tollgate_common.budgets import to_nano
+from tollgate_common.redis import guarded, make_client
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-NANO = 1_000_000_000
 _TTL = {"day": 2 * 86_400, "month": 32 * 86_400}  # a counter outlives its period a little
 
 
@@ -46,10 +46,6 @@ class _Throttled:
 
 
 _warn = _Throttled()
-
-
-def to_nano(usd: float) -> int:
-    return round(usd * NANO)
 
 
 def period_key(period: str, now: datetime) -> str:
@@ -93,7 +89,7 @@ class BudgetStore(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryStore:
+class MemoryCounters:
     """Counters in this process: exact for one replica. Atomic because nothing awaits."""
 
     def __init__(self) -> None:
@@ -155,43 +151,26 @@ return before
 """
 
 
-class RedisStore:
+class RedisCounters:
     """Counters in Redis, shared by every replica; bounded time per call, no retries."""
 
     def __init__(self, url: str, timeout: float, breaker: CircuitBreaker) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        # redis-py's default retry turns a 0.2 s timeout into seconds of blocking
-        # against a frozen server: no retries here, the breaker handles repeats.
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis = make_client(url, timeout)
         self._timeout = timeout
         self._breaker = breaker
         self._script = self._redis.register_script(_RESERVE_LUA)
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        if not self._breaker.allow():
-            raise StoreUnavailable("budget store circuit open")
+        # Any error counts against the breaker: a store that answers with errors (a full
+        # Redis refusing writes) cannot keep budgets either.
         try:
-            # The socket timeouts bound each read; this bounds the whole call.
-            async with asyncio.timeout(self._timeout * 2):
-                result = await fn()
-        except asyncio.CancelledError:
-            self._breaker.release()
-            raise
+            return await guarded(
+                self._breaker, self._timeout * 2, fn, failure=(Exception,), success=()
+            )
+        except BreakerOpen:
+            raise StoreUnavailable("budget store circuit open") from None
         except Exception as exc:
-            self._breaker.record_failure()
             raise StoreUnavailable(type(exc).__name__) from exc
-        self._breaker.record_success()
-        return result
 
     async def reserve(
         self, keys: Sequence[str], specs: Sequence[BudgetSpec], amount: int

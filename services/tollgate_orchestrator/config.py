@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from tollgate_common.budgets import DEFAULT_ACTION, Action, Period, validate_budget
 from tollgate_common.config import ConfigError, ServiceSettings
 from tollgate_common.policy import DEFAULT_POLICY_FILE
 
@@ -25,16 +26,25 @@ DEV_KEY = "sk-tollgate-dev"
 
 
 class BudgetSpec(BaseModel):
-    """A USD budget for one tenant and period."""
+    """A USD budget for one tenant and period; the rules are ``tollgate_common.budgets``'."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tenant: str = Field(min_length=1, max_length=128)
-    period: Literal["day", "month"]
-    limit_usd: float = Field(ge=0)
-    action: Literal["reject", "downgrade"] = "reject"
+    tenant: str
+    period: Period
+    limit_usd: float
+    action: Action = DEFAULT_ACTION
     thresholds: tuple[float, ...] = ()
     source: str = "config"
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetSpec:
+        problems = validate_budget(
+            self.tenant, self.period, self.limit_usd, self.action, self.thresholds
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OrchestratorSettings(ServiceSettings):
@@ -97,7 +107,6 @@ class OrchestratorSettings(ServiceSettings):
     max_n: int = Field(default=8, ge=1)
     cache_opt_in_header: str = Field(default="x-tollgate-cache-opt-in", min_length=1)
     # Seconds between readiness going false and the listeners closing (endpoint removal).
-    drain_seconds: float = Field(default=0.0, ge=0)
     probe_interval_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("upstream_insecure_hosts", mode="before")

@@ -1,5 +1,5 @@
-"""OpenAI-shaped errors: one exception type, one body builder, one gRPC mapping, and the
-one table from a failure to the status a client sees.
+"""OpenAI-shaped errors: one exception type, one body builder, and the one table from a
+failure to the status a client sees. Pure (the gRPC face maps statuses to codes).
 
 Every error leaves as ``{"error": {"message", "type", "param", "code"}}`` with real
 JSON values or null, whatever raised it.
@@ -11,27 +11,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import grpc
 import orjson
 
 INVALID = "invalid_request_error"  # the OpenAI error types
 ERROR_TYPE_SERVER = "server_error"
-
-_GRPC_CODES: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
-    409: grpc.StatusCode.ABORTED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    501: grpc.StatusCode.UNIMPLEMENTED,
-    502: grpc.StatusCode.UNAVAILABLE,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 class ApiError(Exception):
@@ -59,16 +42,6 @@ class ApiError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.param, self.code)
-
-    def grpc_code(self) -> grpc.StatusCode:
-        return grpc_code_for(self.status)
-
-
-def grpc_code_for(status: int) -> grpc.StatusCode:
-    code = _GRPC_CODES.get(status)
-    if code is not None:
-        return code
-    return grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.INTERNAL
 
 
 def error_body(

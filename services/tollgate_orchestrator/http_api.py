@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response, StreamingResponse
 
+from tollgate_common.asgi import ASGIApp, Message, Receive, Scope, Send
 from tollgate_common.logging import request_id_var
 from tollgate_orchestrator import openapi
 from tollgate_orchestrator.accounting import format_cost
@@ -37,11 +38,6 @@ if TYPE_CHECKING:  # the composition root imports the faces, not the reverse
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MODELS_PATH = "/v1/models"
 PROBES = (MODELS_PATH, "/healthz", "/readyz", "/metrics")

@@ -9,14 +9,11 @@ Series that dashboards and alerts rely on are created at start, at 0.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-from prometheus_client import Counter, Gauge, Histogram
 
 from tollgate_common.breaker import CLOSED
-from tollgate_common.metrics import Bounded, Families
+from tollgate_common.budgets import NANO, to_nano
+from tollgate_common.metrics import Bounded, Children, Families
 from tollgate_common.policy import INTENTS, Policy
-from tollgate_orchestrator.budget import NANO, to_nano
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES
 
@@ -29,26 +26,6 @@ DEGRADED_REASONS = ("unavailable", "timeout", "circuit_open")
 TOKEN_TYPES = ("prompt", "cached_prompt", "completion", "reasoning")
 HTTP_METHODS = ("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 OTHER = "other"
-
-
-class _Children:
-    """label tuple -> bound child, created on first use."""
-
-    __slots__ = ("_cache", "_family")
-
-    def __init__(self, family: Counter | Gauge | Histogram) -> None:
-        self._family = family
-        self._cache: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self._cache.get(values)
-        if child is None:
-            child = self._cache[values] = self._family.labels(*values)
-        return child
-
-    def clear(self) -> None:
-        self._family.clear()
-        self._cache.clear()
 
 
 class OrchestratorMetrics:
@@ -73,35 +50,35 @@ class OrchestratorMetrics:
         self.error_class = Bounded([*ERROR_CLASSES, CIRCUIT_OPEN, "deadline", "no_upstream"])
         c, g, h = fam.counter, fam.gauge, fam.histogram
 
-        self.http_requests = _Children(c("tollgate_http_requests_total"))
-        self.http_duration = _Children(h("tollgate_http_request_duration_seconds"))
-        self.http_req_size = _Children(h("tollgate_http_request_size_bytes"))
-        self.http_resp_size = _Children(h("tollgate_http_response_size_bytes"))
+        self.http_requests = Children(c("tollgate_http_requests_total"))
+        self.http_duration = Children(h("tollgate_http_request_duration_seconds"))
+        self.http_req_size = Children(h("tollgate_http_request_size_bytes"))
+        self.http_resp_size = Children(h("tollgate_http_response_size_bytes"))
         self.http_in_flight = g("tollgate_http_requests_in_flight")
-        self.rejections = _Children(c("tollgate_http_rejections_total"))
-        self.llm_requests = _Children(c("tollgate_llm_requests_total"))
+        self.rejections = Children(c("tollgate_http_rejections_total"))
+        self.llm_requests = Children(c("tollgate_llm_requests_total"))
         self.llm_in_flight = g("tollgate_llm_requests_in_flight")
-        self.upstream_duration = _Children(h("tollgate_llm_upstream_duration_seconds"))
-        self.ttft = _Children(h("tollgate_llm_time_to_first_token_seconds"))
-        self.tokens = _Children(c("tollgate_llm_tokens_total"))
-        self.cost = _Children(c("tollgate_llm_cost_usd_total"))
-        self.retries = _Children(c("tollgate_llm_retries_total"))
-        self.fallbacks = _Children(c("tollgate_llm_fallbacks_total"))
-        self.upstream_errors = _Children(c("tollgate_llm_upstream_errors_total"))
-        self.streams = _Children(c("tollgate_llm_streams_total"))
-        self.overhead = _Children(h("tollgate_gateway_overhead_seconds"))
-        self.savings = _Children(c("tollgate_savings_usd_total"))
-        self.cache_results = _Children(c("tollgate_cache_results_total"))
-        self.breaker_state = _Children(g("tollgate_circuit_breaker_state"))
-        self.breaker_opens = _Children(c("tollgate_circuit_breaker_opens_total"))
-        self.degraded_total = _Children(c("tollgate_degraded_total"))
-        self.dependency_up = _Children(g("tollgate_dependency_up"))
-        self.budget_spent = _Children(g("tollgate_budget_spent_usd"))
-        self.budget_limit = _Children(g("tollgate_budget_limit_usd"))
-        self.budget_remaining = _Children(g("tollgate_budget_remaining_usd"))
-        self.budget_actions = _Children(c("tollgate_budget_actions_total"))
-        self.genai_tokens = _Children(h("gen_ai_client_token_usage"))
-        self.genai_duration = _Children(h("gen_ai_client_operation_duration_seconds"))
+        self.upstream_duration = Children(h("tollgate_llm_upstream_duration_seconds"))
+        self.ttft = Children(h("tollgate_llm_time_to_first_token_seconds"))
+        self.tokens = Children(c("tollgate_llm_tokens_total"))
+        self.cost = Children(c("tollgate_llm_cost_usd_total"))
+        self.retries = Children(c("tollgate_llm_retries_total"))
+        self.fallbacks = Children(c("tollgate_llm_fallbacks_total"))
+        self.upstream_errors = Children(c("tollgate_llm_upstream_errors_total"))
+        self.streams = Children(c("tollgate_llm_streams_total"))
+        self.overhead = Children(h("tollgate_gateway_overhead_seconds"))
+        self.savings = Children(c("tollgate_savings_usd_total"))
+        self.cache_results = Children(c("tollgate_cache_results_total"))
+        self.breaker_state = Children(g("tollgate_circuit_breaker_state"))
+        self.breaker_opens = Children(c("tollgate_circuit_breaker_opens_total"))
+        self.degraded_total = Children(c("tollgate_degraded_total"))
+        self.dependency_up = Children(g("tollgate_dependency_up"))
+        self.budget_spent = Children(g("tollgate_budget_spent_usd"))
+        self.budget_limit = Children(g("tollgate_budget_limit_usd"))
+        self.budget_remaining = Children(g("tollgate_budget_remaining_usd"))
+        self.budget_actions = Children(c("tollgate_budget_actions_total"))
+        self.genai_tokens = Children(h("gen_ai_client_token_usage"))
+        self.genai_duration = Children(h("gen_ai_client_operation_duration_seconds"))
         self._preinit(models, list(tenants), budget_store)
 
     def _preinit(self, models: dict[str, str], tenants: list[str], budget_store: bool) -> None:

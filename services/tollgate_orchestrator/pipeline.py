@@ -120,7 +120,7 @@ class Pipeline:
         else:
             self.metrics.cache_results("bypass").inc()
         try:
-            return await (self._stream(call, wire) if req.stream else self._complete(call))
+            return await (self._stream(call, wire, adm) if req.stream else self._complete(call))
         except Exhausted as exc:
             self.accounting.failed(call, exc.target, exc.error_class)
             retry_after = exc.failure.retry_after if exc.failure is not None else None
@@ -176,7 +176,7 @@ class Pipeline:
             self._store(call, target, raw, usage)
         return Whole(raw, self._meta(call, target.name, cost))
 
-    async def _stream(self, call: Call, wire: Wire) -> Streamed:
+    async def _stream(self, call: Call, wire: Wire, adm: Admission) -> Streamed:
         req, m = call.req, self.metrics
 
         async def attempt(target: Target, budget: float) -> Any:
@@ -198,7 +198,7 @@ class Pipeline:
             attempt_started=t0,
             opened=now,
         )
-        call.adm.on_close(relay.finish)
+        adm.on_close(relay.finish)
         return Streamed(relay.events(), self._meta(call, target.name, None))
 
     def _storer(self, call: Call) -> Callable[[Target, bytes, Usage], None]:

@@ -9,13 +9,13 @@ the network (loopback locally, NetworkPolicy and optional mTLS in the cluster).
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import grpc
 import orjson
 
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from tollgate_common.budgets import DEFAULT_ACTION, PERIODS, validate_budget
 from tollgate_common.logging import request_id_var
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
@@ -29,6 +29,29 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 
+GRPC_CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_code(err: ApiError) -> grpc.StatusCode:
+    code = GRPC_CODES.get(err.status)
+    if code is not None:
+        return code
+    return grpc.StatusCode.INVALID_ARGUMENT if err.status < 500 else grpc.StatusCode.INTERNAL
+
 
 def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
@@ -38,16 +61,12 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
 
 
 def parse_budget(i: int, b: orchestrator_pb2.Budget) -> BudgetSpec:
-    where = f"budgets[{i}]"
-    if not b.tenant:
-        raise ValueError(f"{where}.tenant: required")
-    if b.period not in ("day", "month"):
-        raise ValueError(f"{where}.period: must be day or month")
-    if not math.isfinite(b.limit_usd) or b.limit_usd < 0:
-        raise ValueError(f"{where}.limit_usd: must be a finite number >= 0")
-    action = b.action or "reject"
-    if action not in ("reject", "downgrade"):
-        raise ValueError(f"{where}.action: must be reject or downgrade")
+    action = b.action or DEFAULT_ACTION
+    problems = validate_budget(
+        b.tenant, b.period, b.limit_usd, action, tuple(b.thresholds), prefix=f"budgets[{i}]."
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
     return BudgetSpec.model_validate(
         {
             "tenant": b.tenant,
@@ -73,7 +92,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
         try:
             adm = gw.admissions.open(_metadata(context, "x-request-id"))
         except ApiError as err:
-            await context.abort(err.grpc_code(), err.body().decode())
+            await context.abort(grpc_code(err), err.body().decode())
             raise AssertionError("unreachable") from None  # abort raises
         token = request_id_var.set(adm.request_id)
         try:
@@ -88,7 +107,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             outcome = await gw.pipeline.handle(adm, parse_chat_request(data, gw.limits))
         except ApiError as err:
             gw.admissions.rejected(err)
-            await context.abort(err.grpc_code(), err.body().decode())
+            await context.abort(grpc_code(err), err.body().decode())
             raise AssertionError("unreachable") from None
         finally:
             await adm.close()
@@ -113,7 +132,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             added = [parse_budget(i, b) for i, b in enumerate(request.budgets)]
             removed = []
             for i, ref in enumerate(request.removed):
-                if not ref.tenant or ref.period not in ("day", "month"):
+                if not ref.tenant or ref.period not in PERIODS:
                     raise ValueError(f"removed[{i}]: needs a tenant and a period (day or month)")
                 removed.append((ref.tenant, ref.period))
         except ValueError as exc:

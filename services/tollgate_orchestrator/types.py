@@ -103,6 +103,13 @@ class EarlyLookup:
     task: asyncio.Task[tuple[str, cache_pb2.Entry | None]]
 
 
+class Spending(Protocol):
+    """What accounting needs of a request's admission: whose it is, what it has cost."""
+
+    tenant: str
+    cost: float
+
+
 class UpstreamStream(Protocol):
     """An upstream stream whose first content chunk has arrived; yields data payloads."""
 

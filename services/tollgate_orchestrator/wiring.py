@@ -7,9 +7,10 @@ undercount and gauges flip-flop), and prometheus_client's multiprocess mode cann
 run the process collectors or remove label sets. Budget counters that must be
 shared across replicas live in Redis.
 
-SIGTERM: readiness goes false and gRPC health NOT_SERVING at once; after
-``drain_seconds`` (time for endpoints to be removed) both servers stop taking new
-work, and in-flight requests and streams get ``grace_seconds`` to finish.
+SIGTERM: the shared sequence of ``tollgate_common.service.shutdown``. Readiness goes
+false and gRPC health NOT_SERVING at once; after ``drain_seconds`` (time for endpoints
+to be removed) both servers stop taking new work, and in-flight requests and streams
+get ``grace_seconds`` to finish.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Generator
 
@@ -34,10 +34,11 @@ from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import Families, create_families
 from tollgate_common.policy import load_policy
+from tollgate_common.service import shutdown, uvicorn_config, wait_for_signal
 from tollgate_orchestrator.accounting import Accounting
 from tollgate_orchestrator.admission import Admissions, Slots
 from tollgate_orchestrator.auth import KeyRing
-from tollgate_orchestrator.budget import Budgets, BudgetStore, MemoryStore, RedisStore
+from tollgate_orchestrator.budget import Budgets, BudgetStore, MemoryCounters, RedisCounters
 from tollgate_orchestrator.catalog import Catalog
 from tollgate_orchestrator.clients import CacheClient, RouterClient
 from tollgate_orchestrator.config import OrchestratorSettings, load_keys
@@ -103,13 +104,13 @@ class Gateway:
             m,
         )
         self.store: BudgetStore = (
-            RedisStore(
+            RedisCounters(
                 s.redis_url.get_secret_value(),
                 s.redis_timeout_seconds,
                 CircuitBreaker(DEPENDENCY_BREAKER),
             )
             if s.redis_url is not None
-            else MemoryStore()
+            else MemoryCounters()
         )
         self.budgets = Budgets(s.budgets, self.store, s.budget_unchecked_policy, m)
         self.upstreams = Upstreams(
@@ -120,7 +121,6 @@ class Gateway:
             connect_timeout=s.upstream_connect_timeout_seconds,
             read_timeout=s.upstream_timeout_seconds,
         )
-        self.catalog.subscribe(self.upstreams.sync)
         attempts = Attempts(s, m)
         self.admissions = Admissions(Slots(s.max_concurrency), self.budgets, attempts.budget, m)
         self.pipeline = Pipeline(
@@ -215,27 +215,14 @@ async def serve(settings: OrchestratorSettings) -> int:
         sock.close()
         await gw.close()
         raise OSError(f"gRPC {settings.host}:{settings.grpc_port}: cannot bind") from exc
-    config = uvicorn.Config(
-        build_app(gw),
-        host=settings.host,
-        port=settings.http_port,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=max(1, int(settings.grace_seconds)),
-        backlog=4096,
-        timeout_keep_alive=30,
+    config = uvicorn_config(
+        build_app(gw), settings.host, settings.http_port, grace_seconds=settings.grace_seconds
     )
     http = _Uvicorn(config)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     http_task = loop.create_task(http.serve(sockets=[sock]))
     probe = loop.create_task(probe_dependencies(gw, settings.probe_interval_seconds))
-    stop_task = loop.create_task(stop.wait())
+    stop_task = loop.create_task(wait_for_signal())
     while not http.started and not http_task.done():  # noqa: ASYNC110 - uvicorn has only a flag
         await asyncio.sleep(0.01)
     gw.ready = http.started
@@ -244,21 +231,21 @@ async def serve(settings: OrchestratorSettings) -> int:
         extra={"http": f"{settings.host}:{settings.http_port}", "grpc_port": grpc_server.port},
     )
     await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if http_task.done():  # uvicorn gave up (e.g. the port was taken)
-        code = 1
-    log.info("stopping", extra={"grace_seconds": settings.grace_seconds})
-    gw.draining = True
-    await grpc_server.set_serving(False)
-    if settings.drain_seconds and code == 0:
-        await asyncio.sleep(settings.drain_seconds)
-    http.should_exit = True
-    results = await asyncio.gather(
-        http_task, grpc_server.stop(settings.grace_seconds), return_exceptions=True
+    code = 1 if http_task.done() else 0  # uvicorn gave up (e.g. the port was taken)
+
+    def stop_http() -> None:
+        http.should_exit = True
+
+    await shutdown(
+        grpc_server,
+        drain_seconds=settings.drain_seconds if code == 0 else 0,
+        grace_seconds=settings.grace_seconds,
+        before_drain=lambda: setattr(gw, "draining", True),
+        before_stop=stop_http,
     )
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-            code = code or 1
+    result = (await asyncio.gather(http_task, return_exceptions=True))[0]
+    if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+        code = code or 1
     probe.cancel()
     stop_task.cancel()
     await gw.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
-
-from tollgate_common.metrics import Families
+from tollgate_common.metrics import Children, Families
 from tollgate_common.policy import INTENTS, TIERS
 from tollgate_router.policy_store import PolicyState
 from tollgate_router.routing import FALLBACK_REASONS, Decision
@@ -18,48 +16,46 @@ class RouterMetrics:
 
     def __init__(self, families: Families) -> None:
         self.families = families
-        self._selections_family = families.counter("tollgate_router_model_selections_total")
         # Keyed by (intent, tier, model): every value comes from the policy, so bounded.
-        self._selections: dict[tuple[str, str, str], Counter] = {}
+        self._selections = Children(families.counter("tollgate_router_model_selections_total"))
         self.decision_seconds = families.histogram("tollgate_router_decision_duration_seconds")
-        fallbacks = families.counter("tollgate_router_fallbacks_total")
-        self._fallbacks = {r: fallbacks.labels(reason=r) for r in FALLBACK_REASONS}
+        self._fallbacks = Children(
+            families.counter("tollgate_router_fallbacks_total"),
+            bind=[(r,) for r in FALLBACK_REASONS],
+        )
         self._chain_length = families.histogram("tollgate_router_chain_length")
-        self._info = families.gauge("tollgate_router_policy_info")
-        reloads = families.counter("tollgate_router_policy_reloads_total")
-        self._reloads = {
-            (t, r): reloads.labels(trigger=t, result=r)
-            for t in RELOAD_TRIGGERS
-            for r in RELOAD_RESULTS
-        }
+        self._info = Children(families.gauge("tollgate_router_policy_info"))
+        self._reloads = Children(
+            families.counter("tollgate_router_policy_reloads_total"),
+            bind=[(t, r) for t in RELOAD_TRIGGERS for r in RELOAD_RESULTS],
+        )
         self._last_reload = families.gauge("tollgate_router_policy_last_reload_timestamp_seconds")
-        confidence = families.histogram("tollgate_router_classifier_confidence")
-        self._confidence = {i: confidence.labels(intent=i) for i in INTENTS}
+        self._confidence = Children(
+            families.histogram("tollgate_router_classifier_confidence"),
+            bind=[(i,) for i in INTENTS],
+        )
         self._complexity = families.histogram("tollgate_router_complexity_score")
-        cost = families.histogram("tollgate_router_estimated_cost_usd")
-        self._cost = {t: cost.labels(tier=t) for t in TIERS}
+        self._cost = Children(
+            families.histogram("tollgate_router_estimated_cost_usd"), bind=[(t,) for t in TIERS]
+        )
 
     def decided(self, d: Decision, seconds: float) -> None:
         self.decision_seconds.observe(seconds)
-        key = (d.intent, d.tier, d.chain[0])
-        child = self._selections.get(key)
-        if child is None:
-            child = self._selections[key] = self._selections_family.labels(*key)
-        child.inc()
+        self._selections(d.intent, d.tier, d.chain[0]).inc()
         for reason in d.fallbacks:
-            self._fallbacks[reason].inc()
+            self._fallbacks(reason).inc()
         self._chain_length.observe(len(d.chain))
-        self._confidence[d.intent].observe(d.confidence)
+        self._confidence(d.intent).observe(d.confidence)
         self._complexity.observe(d.complexity)
-        self._cost[d.tier].observe(d.estimated_cost_usd)
+        self._cost(d.tier).observe(d.estimated_cost_usd)
 
     # StoreListener
     def reloaded(self, trigger: str, result: str) -> None:
-        self._reloads[(trigger, result)].inc()
+        self._reloads(trigger, result).inc()
 
     def changed(self, old: PolicyState | None, new: PolicyState) -> None:
         # Exactly one series: the old labels go before the new ones appear.
         if old is not None and (old.version, old.source) != (new.version, new.source):
             self._info.remove(old.version, old.source)
-        self._info.labels(version=new.version, source=new.source).set(1)
+        self._info(new.version, new.source).set(1)
         self._last_reload.set(new.loaded_at)

@@ -17,6 +17,8 @@ from tollgate_router.routing import ModelNotAllowed, RouteInput, UnknownModel, d
 
 log = logging.getLogger(__name__)
 
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
 
 class InvalidInput(ValueError):
     """A request field is wrong; the message names it."""

@@ -120,3 +120,10 @@ def test_upstream_choices() -> None:
             "openai",
             {"OPENAI_API_KEY": "sk-1", "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": "http://x/v1"},
         )
+
+
+def test_the_launchers_dev_key_is_the_orchestrators() -> None:
+    from tollgate_orchestrator.config import DEV_KEY as ORCHESTRATOR_DEV_KEY
+    from tools.stack import DEV_KEY
+
+    assert DEV_KEY == ORCHESTRATOR_DEV_KEY

@@ -1,1 +1,1 @@
-"""gRPC helpers: the server bootstrap, channels with deadlines, metric interceptors."""
+"""gRPC helpers: the server bootstrap, channels with deadlines, per-method metrics."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from tollgate_common.grpc.interceptors import MethodMetrics
+from tollgate_common.grpc.metrics import MethodMetrics
 from tollgate_common.metrics import Families
 
 # Keep the connection warm and fail fast rather than hang when a peer vanishes.

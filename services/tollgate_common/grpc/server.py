@@ -1,11 +1,12 @@
-"""The one grpc.aio server bootstrap: metrics, health, reflection, TLS, graceful stop."""
+"""The one grpc.aio server bootstrap: metrics, health, reflection, TLS, graceful stop.
+
+The shutdown sequence (NOT_SERVING, drain, stop) is ``tollgate_common.service.shutdown``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from tollgate_common.config import ServiceSettings
-from tollgate_common.grpc.interceptors import ServerMetrics
+from tollgate_common.grpc.metrics import ServerMetrics
 from tollgate_common.metrics import Families
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,12 @@ async def start_grpc_server(
     )
     address = f"{settings.host}:{port}"
     creds = _credentials(settings)
-    bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    try:
+        bound = (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:  # grpc reports a taken port as RuntimeError, or as 0
+        raise OSError(f"cannot bind gRPC on {address}") from exc
     if bound == 0:
         raise OSError(f"cannot bind gRPC on {address}")
     await server.start()
@@ -151,20 +157,3 @@ async def start_grpc_server(
         "grpc serving", extra={"address": f"{settings.host}:{bound}", "tls": creds is not None}
     )
     return result
-
-
-async def run_until_signal(
-    grpc_server: GrpcServer,
-    grace: float,
-    on_stop: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then go NOT_SERVING and drain for ``grace`` seconds."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping", extra={"grace_seconds": grace})
-    await grpc_server.stop(grace)
-    if on_stop is not None:
-        await on_stop()

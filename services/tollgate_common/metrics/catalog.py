@@ -65,7 +65,9 @@ class MetricSpec:
     services: tuple[str, ...]
     unit: str = ""
     buckets: tuple[float, ...] | None = None
-    seed_name: str = ""  # the name the seed promised, when this family replaces it
+    # The name the project's first brief promised for this metric, when this family
+    # replaces it (docs/metrics.md, "Legacy names"); its documented greps still match.
+    legacy_name: str = ""
 
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
@@ -166,7 +168,7 @@ _SPECS: list[MetricSpec] = [
         "HTTP requests by route template and status code.",
         (*HTTP_LABELS, "status_code"),
         ("orchestrator",),
-        seed_name="http_requests_total",
+        legacy_name="http_requests_total",
     ),
     MetricSpec(
         "tollgate_http_request_duration_seconds",
@@ -244,7 +246,7 @@ _SPECS: list[MetricSpec] = [
         "Tokens by type: prompt, cached_prompt, completion, reasoning.",
         (*LLM_LABELS, "type"),
         ("orchestrator",),
-        seed_name="openai_tokens_used",
+        legacy_name="openai_tokens_used",
     ),
     MetricSpec(
         "tollgate_llm_cost_usd_total",
@@ -253,7 +255,7 @@ _SPECS: list[MetricSpec] = [
         LLM_LABELS,
         ("orchestrator",),
         "usd",
-        seed_name="openai_cost_usd",
+        legacy_name="openai_cost_usd",
     ),
     MetricSpec(
         "tollgate_llm_retries_total",
@@ -393,7 +395,7 @@ _SPECS: list[MetricSpec] = [
         "Routing decisions by intent, tier and chosen model.",
         ("intent", "tier", "model"),
         ("router",),
-        seed_name="model_selections_total",
+        legacy_name="model_selections_total",
     ),
     MetricSpec(
         "tollgate_router_decision_duration_seconds",
@@ -484,7 +486,7 @@ _SPECS: list[MetricSpec] = [
         (),
         ("cache",),
         "ratio",
-        seed_name="prompt_cache_hit_rate",
+        legacy_name="prompt_cache_hit_rate",
     ),
     MetricSpec("tollgate_cache_entries", G, "Entries held.", ("backend",), ("cache",)),
     MetricSpec("tollgate_cache_size_bytes", G, "Bytes held.", ("backend",), ("cache",), "bytes"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from tollgate_orchestrator.retry import (
 )
 from tollgate_orchestrator.sse import LineSplitter, data_of
 from tollgate_orchestrator.types import CHAT_API, LlmRequest, Target
+
+log = logging.getLogger(__name__)
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -163,8 +166,11 @@ def check_key_transport(field: str, base_url: str, insecure_hosts: frozenset[str
 
 
 class Upstreams:
-    """The SDK clients, one per provider, created once, and more when a followed policy
-    adds providers (``sync``). Speaks the wire formats in ``APIS``.
+    """The SDK clients, one per provider, created once. Speaks the wire formats in ``APIS``.
+
+    Where a provider is and which key it gets is this deployment's own configuration
+    (its policy file), never taken from a followed policy: a pushed document may add
+    models and change prices, but it cannot send a provider's key somewhere else.
 
     A provider's key goes only to that provider's own base URL. With ``base_url``
     (one server for every provider: vLLM, the simulator) only ``base_url_key`` is
@@ -185,37 +191,21 @@ class Upstreams:
     ) -> None:
         self._base_url = base_url
         self._base_url_key = base_url_key
-        self._retired: list[Provider] = []
+        self._unknown: set[str] = set()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._insecure_hosts = insecure_hosts
         self._clients: dict[str, Provider] = {}
-        self._sources: dict[str, tuple[str, str]] = {}  # provider -> (base URL, key env)
         if base_url is not None and base_url_key:
             check_key_transport("upstream_base_url", base_url, insecure_hosts)
-        self.sync(policy)
-
-    def sync(self, policy: Policy) -> None:
-        """Clients for the policy's providers: new ones made, changed ones remade (the old
-        clients stay open for the requests still on them; ``close`` closes all)."""
         for name, provider in policy.providers.items():
-            source = (provider.base_url, provider.api_key_env)
-            if self._sources.get(name) == source:
+            if base_url is not None:
+                self._clients[name] = self._make(base_url, base_url_key)
                 continue
-            if self._base_url is not None:
-                client = self._make(self._base_url, self._base_url_key)
-            else:
-                env = provider.api_key_env
-                key = os.environ.get(env, "") if env else ""
-                if key:
-                    check_key_transport(
-                        f"providers.{name}.base_url", provider.base_url, self._insecure_hosts
-                    )
-                client = self._make(provider.base_url, key)
-            if name in self._clients:
-                self._retired.append(self._clients[name])
-            self._clients[name] = client
-            self._sources[name] = source
+            env = provider.api_key_env
+            key = os.environ.get(env, "") if env else ""
+            if key:
+                check_key_transport(f"providers.{name}.base_url", provider.base_url, insecure_hosts)
+            self._clients[name] = self._make(provider.base_url, key)
 
     def _make(self, base_url: str, api_key: str) -> Provider:
         http = DefaultAioHttpClient()
@@ -242,10 +232,16 @@ class Upstreams:
         if c is None and self._base_url is not None and len(self._clients) < 64:
             # A provider pushed in a newer router policy: with one base URL for all, serve it.
             c = self._clients[provider] = self._make(self._base_url, self._base_url_key)
+        elif c is None and provider not in self._unknown and len(self._unknown) < 64:
+            self._unknown.add(provider)
+            log.warning(
+                "provider has no transport configured here; its models fall back",
+                extra={"provider": provider[:64]},
+            )
         return c
 
     async def close(self) -> None:
-        for c in [*self._clients.values(), *self._retired]:
+        for c in self._clients.values():
             await c.sdk.close()
 
     def _timeout(self, budget: float, stream: bool) -> httpx2.Timeout:

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
-from tollgate_cache.app import SERVICE_NAME, build_service
 from tollgate_cache.backend import BackendError, BackendName
 from tollgate_cache.config import CacheSettings
-from tollgate_cache.service import CacheService
+from tollgate_cache.service import SERVICE_NAME, CacheService
+from tollgate_cache.wiring import build_service
 from tollgate_common.cachekey import cache_key
 from tollgate_common.grpc.server import start_grpc_server
 from tollgate_common.metrics import create_families

@@ -1,8 +1,21 @@
-"""The circuit breaker: opens on a run of failures or a failure ratio, probes, recloses."""
+"""The circuit breaker: opens on a run of failures or a failure ratio, probes, recloses;
+and guard(), the allow -> call -> verdict protocol written once."""
 
 from __future__ import annotations
 
-from tollgate_common.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
+import asyncio
+
+import pytest
+
+from tollgate_common.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerConfig,
+    BreakerOpen,
+    CircuitBreaker,
+    Guard,
+)
 
 
 class Clock:
@@ -118,3 +131,89 @@ def test_a_lost_probe_does_not_wedge_half_open() -> None:
     assert not b.allow()
     clock.now += 5  # the probe's caller vanished without a verdict
     assert b.allow()
+
+
+# --- guard() ------------------------------------------------------------------------------------
+
+
+def test_guard_records_success_and_failure_and_reraises() -> None:
+    b, _, _ = make(consecutive_failures=2)
+    with b.guard():
+        pass
+    for _ in range(2):
+        with pytest.raises(ValueError), b.guard():
+            raise ValueError("down")
+    assert b.state == OPEN
+
+
+def test_guard_refuses_with_breaker_open_without_running_the_block() -> None:
+    b, _, _ = make()
+    for _ in range(3):
+        b.record_failure()
+    ran = False
+    with pytest.raises(BreakerOpen), b.guard():
+        ran = True
+    assert not ran
+
+
+async def test_async_guard_and_cancellation_releases_the_probe() -> None:
+    b, clock, _ = make()
+    for _ in range(3):
+        b.record_failure()
+    clock.now += 5
+
+    async def hang() -> None:
+        async with b.guard():  # the half-open probe
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(hang())
+    await asyncio.sleep(0)
+    assert b.state == HALF_OPEN and not b.allow()  # the probe is out
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert b.state == HALF_OPEN  # no verdict...
+    assert b.allow()  # ...and the probe slot is free again at once
+
+
+def test_cancellation_is_released_even_when_listed_as_a_failure() -> None:
+    b, _, _ = make(consecutive_failures=1)
+    with pytest.raises(asyncio.CancelledError), b.guard(failure=(BaseException,)):
+        raise asyncio.CancelledError
+    assert b.state == CLOSED
+
+
+def test_cancellation_counts_when_the_owner_says_callers_give_up_first() -> None:
+    b, _, _ = make(consecutive_failures=1)
+    with pytest.raises(asyncio.CancelledError), b.guard(cancel_fails=True):
+        raise asyncio.CancelledError
+    assert b.state == OPEN
+
+
+def test_guard_sorts_exceptions_into_failure_success_or_release() -> None:
+    class Down(Exception):
+        pass
+
+    class Answered(Exception):
+        pass
+
+    class Bug(Exception):
+        pass
+
+    b, _, _ = make(consecutive_failures=2)
+
+    def guard() -> Guard:
+        return b.guard(failure=(Down,), success=(Answered,))
+
+    with pytest.raises(Down), guard():
+        raise Down
+    with pytest.raises(Answered), guard():
+        raise Answered  # resets the run of failures
+    with pytest.raises(Down), guard():
+        raise Down
+    assert b.state == CLOSED
+    with pytest.raises(Bug), guard():
+        raise Bug  # released: neither resets nor extends the run
+    with pytest.raises(Down), guard():
+        raise Down
+    assert b.state == OPEN

@@ -1,4 +1,4 @@
-"""Server bootstrap and interceptors: health, codes of aborted RPCs, client deadlines."""
+"""Server bootstrap and per-method metrics: health, codes of aborted RPCs, client deadlines."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from tollgate_common.metrics import create_families
 from tollgate_common.policy import Policy, load_policy
 from tollgate_orchestrator.accounting import Accounting, Usage
 from tollgate_orchestrator.admission import Admission, Admissions, Slots
-from tollgate_orchestrator.budget import Budgets, MemoryStore
+from tollgate_orchestrator.budget import Budgets, MemoryCounters
 from tollgate_orchestrator.catalog import Catalog
 from tollgate_orchestrator.config import BudgetSpec, OrchestratorSettings
 from tollgate_orchestrator.dialects import WIRES
@@ -199,7 +199,7 @@ class Rig:
         self.router = FakeRouter(chain)
         self.cache = FakeCache()
         self.upstream = FakeUpstream(script)
-        self.store = MemoryStore()
+        self.store = MemoryCounters()
         self.budgets = Budgets(budgets or [], self.store, "allow", self.metrics)
         self.attempts = Attempts(self.settings, self.metrics, rand=lambda: 1.0)
         self.admissions = Admissions(

@@ -8,15 +8,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tollgate_common.budgets import NANO, to_nano
 from tollgate_orchestrator.budget import (
-    NANO,
     Budgets,
-    MemoryStore,
+    MemoryCounters,
     StoreUnavailable,
     counter_key,
     decide,
     period_key,
-    to_nano,
 )
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
@@ -68,7 +67,7 @@ def test_decide_rejects_at_the_limit_and_downgrades() -> None:
 
 async def test_reserve_then_settle_leaves_the_actual_cost() -> None:
     hooks = Hooks()
-    store = MemoryStore()
+    store = MemoryCounters()
     b = Budgets([spec(limit=1.0)], store, "allow", hooks, clock=lambda: NOW)
     assert hooks.limits == {("a", "day"): 1.0}
     res = await b.reserve("a", 0.25)
@@ -84,7 +83,7 @@ async def test_reserve_then_settle_leaves_the_actual_cost() -> None:
 
 async def test_reject_is_429_insufficient_quota_without_retry() -> None:
     hooks = Hooks()
-    b = Budgets([spec(limit=0.5)], MemoryStore(), "allow", hooks, clock=lambda: NOW)
+    b = Budgets([spec(limit=0.5)], MemoryCounters(), "allow", hooks, clock=lambda: NOW)
     await b.settle(await b.reserve("a", 0.4), 0.6)
     with pytest.raises(ApiError) as info:
         await b.reserve("a", 0.01)
@@ -98,7 +97,7 @@ async def test_reject_is_429_insufficient_quota_without_retry() -> None:
 async def test_downgrade_admits_and_flags() -> None:
     hooks = Hooks()
     b = Budgets(
-        [spec(limit=0.1, action="downgrade")], MemoryStore(), "allow", hooks, clock=lambda: NOW
+        [spec(limit=0.1, action="downgrade")], MemoryCounters(), "allow", hooks, clock=lambda: NOW
     )
     first = await b.reserve("a", 0.2)
     assert not first.downgrade
@@ -110,7 +109,7 @@ async def test_downgrade_admits_and_flags() -> None:
 
 async def test_concurrent_requests_overshoot_by_at_most_one_estimate() -> None:
     limit, estimate = 1.0, 0.05
-    store = MemoryStore()
+    store = MemoryCounters()
     b = Budgets([spec(limit=limit)], store, "allow", clock=lambda: NOW)
     admitted = 0
 
@@ -131,7 +130,7 @@ async def test_concurrent_requests_overshoot_by_at_most_one_estimate() -> None:
     assert spent >= limit * 0.8 - estimate
 
 
-class DownStore(MemoryStore):
+class DownStore(MemoryCounters):
     async def reserve(self, keys: Sequence[str], specs: Sequence[BudgetSpec], amount: int):
         raise StoreUnavailable("down")
 
@@ -152,7 +151,7 @@ async def test_unreachable_store_follows_the_stated_policy() -> None:
 
 async def test_update_replaces_and_removes_by_tenant_and_period() -> None:
     hooks = Hooks()
-    b = Budgets([spec("a"), spec("b")], MemoryStore(), "allow", hooks, clock=lambda: NOW)
+    b = Budgets([spec("a"), spec("b")], MemoryCounters(), "allow", hooks, clock=lambda: NOW)
     n = b.update([spec("a", limit=0.0), spec("c", period="month")], [("b", "day")])
     assert n == 3
     assert {(s.tenant, s.period, s.limit_usd) for s in b.specs} == {
@@ -167,7 +166,7 @@ async def test_update_replaces_and_removes_by_tenant_and_period() -> None:
 
 async def test_a_new_period_starts_from_zero() -> None:
     day = [NOW]
-    store = MemoryStore()
+    store = MemoryCounters()
     b = Budgets([spec(limit=0.1)], store, "allow", clock=lambda: day[0])
     await b.settle(await b.reserve("a", 0.1), 0.2)
     with pytest.raises(ApiError):

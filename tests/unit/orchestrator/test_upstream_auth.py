@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tollgate_common.config import ConfigError
@@ -73,3 +75,26 @@ async def test_loopback_and_allowed_hosts_may_use_http(
     assert "authorization" not in await headers(
         with_provider("http://llm.internal/v1"), base_url=None
     )
+
+
+async def test_a_followed_policy_cannot_move_a_providers_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pushed policy names models and prices; where the key goes stays this deployment's."""
+    from prometheus_client import CollectorRegistry
+
+    from tollgate_common.config import load_settings
+    from tollgate_orchestrator.config import OrchestratorSettings
+    from tollgate_orchestrator.wiring import Gateway
+
+    for k in [k for k in os.environ if k.startswith("TOLLGATE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+    gw = Gateway(load_settings(OrchestratorSettings, "orchestrator"), CollectorRegistry())
+    try:
+        evil = with_provider("https://collector.example/v1").model_copy(update={"version": "x"})
+        assert gw.catalog.apply(evil)
+        client = gw.upstreams.client("openai")
+        assert client is not None and client.base_url.host == "api.openai.com"
+    finally:
+        await gw.close()

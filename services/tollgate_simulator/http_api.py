@@ -18,11 +18,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from tollgate_common.asgi import ASGIApp, Receive, Scope, Send
 from tollgate_simulator.config import LatencyTable
 from tollgate_simulator.faults import (
     Fault,
@@ -42,11 +42,6 @@ from tollgate_simulator.generate import (
     parse_request,
     sse_events,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("tollgate.simulator")
 
@@ -161,7 +156,7 @@ class SimulatorApp:
         self._models_body: bytes | None = None
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
-        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+        self._routes: dict[tuple[str, str], ASGIApp] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/chat/completions"): self.chat,
             ("GET", "/v1/models"): self.models,

@@ -1,4 +1,5 @@
-"""Wiring: settings -> backend, metrics, servicer, gRPC server, /metrics, upkeep loop."""
+"""The cache's composition root: settings -> backend, metrics, servicer, gRPC server,
+/metrics, the upkeep loop; then serve until SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ from collections.abc import Sequence
 
 import grpc
 
-from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
+from tollgate.cache.v1 import cache_pb2_grpc
 from tollgate_cache.backend import Backend, MemoryBackend
 from tollgate_cache.config import CacheSettings
 from tollgate_cache.metrics import CacheMetrics
 from tollgate_cache.redis_backend import RedisBackend, log_breaker_change
-from tollgate_cache.service import CacheService
+from tollgate_cache.service import SERVICE_NAME, CacheService
 from tollgate_cache.window import HitRateWindow
 from tollgate_common.breaker import BreakerConfig, CircuitBreaker
-from tollgate_common.grpc.server import run_until_signal, start_grpc_server
+from tollgate_common.grpc.server import start_grpc_server
 from tollgate_common.metrics import Families, create_families
 from tollgate_common.metrics.exposition import start_metrics_server
+from tollgate_common.service import shutdown, wait_for_signal
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
 
 
 def build_service(settings: CacheSettings, families: Families) -> CacheService:
@@ -77,11 +78,13 @@ async def serve(settings: CacheSettings) -> None:
         "cache ready",
         extra={"backend": settings.backend, "metrics_port": settings.metrics_port},
     )
-
-    async def on_stop() -> None:
+    try:
+        await wait_for_signal()
+        await shutdown(
+            server, drain_seconds=settings.drain_seconds, grace_seconds=settings.grace_seconds
+        )
+    finally:
         upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep
         await service.backend.close()
-
-    await run_until_signal(server, settings.grace_seconds, on_stop)
