@@ -5,15 +5,17 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: the pinned dependencies in a venv, and the code compiled to bytecode -----
+# --- build: the locked dependencies in a venv, and the code compiled to bytecode -----
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
-COPY requirements.txt .
+# requirements.lock (`make lock`): every runtime package, transitive ones too, pinned to the
+# versions the tests ran with and checked against its hashes.
+COPY requirements.lock .
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY services /app/services
 COPY proto/gen/python /app/proto/gen/python
 # Compile now: at run time the filesystem is read-only and __pycache__ cannot be written.

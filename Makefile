@@ -7,19 +7,32 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv system-deps proto proto-check run test test-fast lint fmt docs tools \
-        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean node-deps
+.PHONY: help venv system-deps proto run test test-fast lint fmt docs tools \
+        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean node-deps \
+        generate check-generated crds lock
 
 help: ## list targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The venv installs the lock, every package pinned with its hashes; requirements*.txt are
+# the hand-edited inputs of `make lock` (and `make check-generated` fails when they disagree).
+$(STAMP): requirements.lock requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	@touch $@
 
-venv: $(STAMP) ## create .venv with runtime and dev dependencies
+venv: $(STAMP) ## create .venv with runtime and dev dependencies from requirements-dev.lock
+
+# uv resolves for CI's and the image's platform whatever the host; an existing lock's pins are
+# kept unless requirements*.txt move them, or UPGRADE=1 asks for the newest releases.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --no-strip-extras \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+
+lock: $(STAMP) ## re-resolve requirements*.lock from requirements*.txt with hashes (UPGRADE=1: newest)
+	$(UV_COMPILE) requirements-dev.txt -o requirements-dev.lock
+	$(UV_COMPILE) requirements.txt -c requirements-dev.lock -o requirements.lock
+	@echo "locked: make venv installs requirements-dev.lock, the image requirements.lock"
 
 # The Node clients and the independent mock upstream the tests drive, pinned by tests/node's lock.
 NODE_STAMP := tests/node/node_modules/.installed
@@ -33,8 +46,20 @@ node-deps: $(NODE_STAMP) ## npm ci the Node clients and aimock into tests/node/n
 system-deps: ## install the Debian packages the tests use (redis, prometheus, alertmanager)
 	@bash tools/system-deps.sh
 
+# Every generated file and chart copy comes from tools/generate.py; see docs/development.md.
+GENERATE = $(PY) -m tools.generate
+
+generate: $(STAMP) ## regenerate every generated file: proto, dashboards, chart copies, CRDs, docs
+	$(GENERATE)
+
+check-generated: $(STAMP) ## fail if a generated file or a lock is stale (writes nothing)
+	$(GENERATE) --check
+
 proto: $(STAMP) ## regenerate proto/gen/python from proto/
-	$(PY) tools/gen_proto.py
+	$(GENERATE) proto
+
+crds: $(STAMP) ## regenerate the chart's crds/ from services/tollgate_operator/crds.py
+	$(GENERATE) crds
 
 run: $(STAMP) ## the stack on the default ports until Ctrl-C (UPSTREAM=openai: real provider, needs OPENAI_API_KEY)
 	$(PY) -m tools.run --upstream $(or $(UPSTREAM),simulator)
@@ -46,22 +71,21 @@ test: $(STAMP) system-deps tools node-deps ## everything CI runs: lint, then all
 test-fast: $(STAMP) ## tests without lint and without the slow end-to-end ones
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services tools tests bench $(wildcard dashboards/*.py alerts/*.py deploy/observe/*.py)
+# pre-commit's hooks (.pre-commit-config.yaml) on every tracked file: ruff, ruff format,
+# mypy and check-generated. Local hooks only, so nothing is fetched; its state stays in .cache/.
+lint: export PRE_COMMIT_HOME := $(CURDIR)/.cache/pre-commit
+lint: $(STAMP) ## pre-commit on all files: ruff, ruff format, mypy, check-generated
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 docs: $(STAMP) ## regenerate docs/metrics.md from the catalog
-	$(PY) -m tools.gen_metrics_doc
+	$(GENERATE) docs
 
-monitoring: $(STAMP) ## regenerate dashboards/json and copy dashboards and alert rules into the chart
-	$(PY) -m dashboards.build
-	@mkdir -p deploy/helm/tollgate/files/alerts
-	cp alerts/tollgate-rules.yaml deploy/helm/tollgate/files/alerts/
+monitoring: $(STAMP) ## regenerate dashboards/json and the chart's copies of dashboards and rules
+	$(GENERATE) dashboards alerts
 
 observe: $(STAMP) system-deps ## Prometheus + Alertmanager on loopback next to `make run`; prints their URLs
 	$(PY) -m deploy.observe
@@ -94,4 +118,4 @@ kind-e2e: $(STAMP) tools ## install on kind with values/kind.yaml, smoke-test, t
 	bash deploy/kind/e2e.sh
 
 clean: ## remove build outputs and local state
-	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
+	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules .cache

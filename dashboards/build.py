@@ -3,6 +3,8 @@
 Writes ``dashboards/json/<uid>.json`` and a byte-equal copy into the Helm chart's
 ``files/dashboards/`` (Helm's ``.Files`` cannot read outside the chart). ``--check``
 writes nothing and exits 1 when a committed file differs from what the code renders.
+``make generate`` and ``make check-generated`` (tools/generate.py) use ``render_all`` and
+``OUTPUT_DIRS`` for the same, next to every other generated file.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in stale:
             print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
         if stale:
-            print("run `make monitoring` to regenerate the dashboards", file=sys.stderr)
+            print("run `make generate` (or `make monitoring`)", file=sys.stderr)
         return 1 if stale else 0
     write_all(rendered)
     for name in rendered:

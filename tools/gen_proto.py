@@ -1,7 +1,8 @@
 """Generate Python code, .pyi stubs included, from proto/ into proto/gen/python.
 
-Usage: python tools/gen_proto.py [--out DIR]. `make proto` calls this; the
-drift test calls it into a temp dir and compares.
+Usage: python tools/gen_proto.py [--out DIR]. `make proto` and `make generate`
+(tools/generate.py) call it into a temp dir and copy what changed; `make check-generated`
+compares the temp dir with the committed code.
 """
 
 from __future__ import annotations
