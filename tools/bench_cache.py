@@ -95,17 +95,18 @@ def bench_grpc(name: str, env: dict[str, str], iterations: int, log_dir: Path) -
     stack = Stack(log_dir=log_dir / name, cache_env=env)
     try:
         stack.start_cache()
+        md = stack.caller_metadata("orchestrator")  # Lookup and Store are for orchestrators
         with grpc.insecure_channel(f"127.0.0.1:{stack.ports.cache}") as ch:
             stub = cache_pb2_grpc.CacheStub(ch)
             ks = keys(200)
             entry = cache_pb2.Entry.FromString(ENTRY)
             for k in ks:
-                stub.Store(cache_pb2.StoreRequest(key=k, entry=entry), timeout=5)
+                stub.Store(cache_pb2.StoreRequest(key=k, entry=entry), timeout=5, metadata=md)
             samples = []
             for i in range(iterations):
                 req = cache_pb2.LookupRequest(key=ks[i % len(ks)])
                 t = time.perf_counter_ns()
-                stub.Lookup(req, timeout=5)
+                stub.Lookup(req, timeout=5, metadata=md)
                 samples.append(time.perf_counter_ns() - t)
         report(f"grpc-lookup {name}", samples)
     finally:

@@ -114,6 +114,7 @@ def bench_grpc(iterations: int, log_dir: Path) -> dict[str, float]:
     stack = Stack(log_dir=log_dir)
     try:
         stack.start_router()
+        md = stack.caller_metadata("orchestrator")  # Route is for orchestrators
         with grpc.insecure_channel(f"127.0.0.1:{stack.ports.router}") as ch:
             stub = router_pb2_grpc.RouterStub(ch)
             reqs = [
@@ -132,11 +133,11 @@ def bench_grpc(iterations: int, log_dir: Path) -> dict[str, float]:
                 for r in requests(200)
             ]
             for r in reqs:  # warm up
-                stub.Route(r, timeout=5)
+                stub.Route(r, timeout=5, metadata=md)
             samples = []
             for i in range(iterations):
                 t0 = time.perf_counter_ns()
-                stub.Route(reqs[i % len(reqs)], timeout=5)
+                stub.Route(reqs[i % len(reqs)], timeout=5, metadata=md)
                 samples.append(time.perf_counter_ns() - t0)
     finally:
         stack.stop()

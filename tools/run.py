@@ -51,6 +51,7 @@ PORT_VARS = {
     "cache_metrics": "TOLLGATE_CACHE_METRICS_PORT",
     "http": "TOLLGATE_ORCHESTRATOR_HTTP_PORT",
     "orch_grpc": "TOLLGATE_ORCHESTRATOR_GRPC_PORT",
+    "orch_metrics": "TOLLGATE_ORCHESTRATOR_METRICS_PORT",
 }
 UPSTREAM_URL_VAR = "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL"
 KEY_VARS = ("TOLLGATE_ORCHESTRATOR_API_KEYS", "TOLLGATE_ORCHESTRATOR_API_KEYS_FILE")
@@ -205,11 +206,13 @@ def banner(
         "",
         "tollgate is up",
         f"  API        {base}/v1   (OpenAI-compatible)",
-        f"  metrics    {base}/metrics",
+        f"  metrics    orchestrator http://127.0.0.1:{ports.orch_metrics}/metrics",
         f"             router http://127.0.0.1:{ports.router_metrics}/metrics",
         f"             cache  http://127.0.0.1:{ports.cache_metrics}/metrics",
         f"  upstream   {upstream_line}",
         f"  logs       {log_dir}/   (pids and ports: run.json)",
+        f"  control    gRPC control RPCs need a caller token: {stack.operator_token}",
+        "             (fresh per run; sent as x-tollgate-caller-token metadata)",
     ]
     applied, ignored = _names(passthrough.applied), _names(passthrough.ignored)
     if applied:

@@ -7,6 +7,7 @@ it spawned. Ports default to free ones; `make run` passes the documented default
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import signal
@@ -18,12 +19,17 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in ("services", "proto/gen/python"))
 # The orchestrator's ``config.DEV_KEY``, spelled here because this module runs before the
 # services are importable (``make run``); tests/unit/test_run_env.py holds them equal.
-DEV_KEY = "sk-tollgate-dev"
+DEV_KEY = "sk-tollgate-dev-key-for-local-use-only"
+
+# The control-plane callers (tollgate_common.grpc.auth): each gets a random token per stack.
+CALLER_NAMES = ("orchestrator", "operator")
+TOKEN_HEADER = "x-tollgate-caller-token"  # tollgate_common.grpc.auth.TOKEN_HEADER
 
 
 def free_port() -> int:
@@ -219,10 +225,11 @@ class Ports:
     cache_metrics: int = field(default_factory=free_port)
     http: int = field(default_factory=free_port)
     orch_grpc: int = field(default_factory=free_port)
+    orch_metrics: int = field(default_factory=free_port)
 
     @classmethod
     def defaults(cls) -> Ports:
-        return cls(8090, 50051, 9101, 50052, 9102, 8080, 50053)
+        return cls(8090, 50051, 9101, 50052, 9102, 8080, 50053, 9103)
 
 
 @dataclass
@@ -243,10 +250,109 @@ class Stack:
     # False: no simulator, and the orchestrator uses the policy's provider base URLs.
     simulator: bool = True
     services: dict[str, Service] = field(default_factory=dict)  # what was started, in order
+    # Caller tokens for the gRPC control plane, random per stack; servers get only their
+    # sha256 (the callers file), clients their own token file, all under log_dir/grpc-auth.
+    tokens: dict[str, str] = field(
+        default_factory=lambda: {name: secrets.token_urlsafe(32) for name in CALLER_NAMES},
+        repr=False,
+    )
+    _auth_written: bool = field(default=False, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def orchestrator_metrics_url(self) -> str:
+        """The main orchestrator's Prometheus endpoint (its own port, not the API's)."""
+        return self.metrics_url("orchestrator")
+
+    def metrics_url(self, name: str = "orchestrator") -> str:
+        """The /metrics URL of orchestrator ``name`` (or of the one serving the API base
+        URL ``name``, e.g. ``http://127.0.0.1:8080``) as it was (or will be) started."""
+        if name.startswith("http"):
+            ready = f"{name.rstrip('/')}/readyz"
+            name = next(n for n, svc in self.services.items() if svc.ready_url == ready)
+        service = self.services.get(name)
+        env = service.env if service is not None else self.orchestrator_service(name).env
+        return f"http://127.0.0.1:{env['TOLLGATE_ORCHESTRATOR_METRICS_PORT']}/metrics"
+
+    @property
+    def auth_dir(self) -> Path:
+        return self.log_dir / "grpc-auth"
+
+    def _auth_files(self) -> Path:
+        """Write the callers file and each caller's token file (once per stack, over
+        what an earlier stack in the same log_dir left; owner-only)."""
+        d = self.auth_dir
+        callers = d / "callers.yaml"
+        if not self._auth_written:
+            self._auth_written = True
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o700)
+            for name, token in self.tokens.items():
+                path = d / f"{name}.token"
+                path.write_text(token + "\n")
+                path.chmod(0o600)
+            lines = [
+                f"{n}: {hashlib.sha256(t.encode()).hexdigest()}" for n, t in self.tokens.items()
+            ]
+            callers.write_text("\n".join(lines) + "\n")
+        return callers
+
+    def _signing_key(self) -> Path:
+        """The orchestrators' shared cache signing key (owner-only), written once."""
+        path = self._auth_files().parent / "cache-signing.key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48) + "\n")
+            path.chmod(0o600)
+        return path
+
+    @property
+    def callers_file(self) -> Path:
+        """The servers' ``grpc_callers_file`` (sha256 of each caller's token): for a
+        process a test starts beside the stack."""
+        return self._auth_files()
+
+    def token_file(self, caller: str) -> Path:
+        """The token file of ``caller`` (``orchestrator`` or ``operator``)."""
+        self._auth_files()
+        return self.auth_dir / f"{caller}.token"
+
+    @property
+    def operator_token(self) -> Path:
+        """The operator's token file: for tests and tools that call control RPCs, and
+        for an operator process run against this stack (TOLLGATE_OPERATOR_GRPC_TOKEN_FILE)."""
+        return self.token_file("operator")
+
+    def caller_metadata(self, caller: str = "operator") -> tuple[tuple[str, str], ...]:
+        """gRPC metadata that makes a call come from ``caller``."""
+        return ((TOKEN_HEADER, self.tokens[caller]),)
+
+    def caller_channel(self, port: int, caller: str = "operator") -> Any:
+        """A blocking ``grpc.Channel`` to ``127.0.0.1:port`` whose unary calls come from
+        ``caller`` (its token in every call's metadata)."""
+        import grpc
+
+        metadata = self.caller_metadata(caller)
+
+        class _Details(grpc.ClientCallDetails):  # type: ignore[misc]
+            def __init__(self, d: Any) -> None:
+                self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+                self.wait_for_ready, self.compression = d.wait_for_ready, d.compression
+                self.metadata = [*(d.metadata or ()), *metadata]
+
+        class _Token(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+            def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+                return continuation(_Details(details), request)
+
+        return grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{port}"), _Token())
+
+    def _grpc_auth_env(self, prefix: str, *, client: bool = False) -> dict[str, str]:
+        env = {f"{prefix}GRPC_CALLERS_FILE": str(self._auth_files())}
+        if client:
+            env[f"{prefix}GRPC_TOKEN_FILE"] = str(self.token_file("orchestrator"))
+        return env
 
     @property
     def sim_url(self) -> str:
@@ -271,6 +377,7 @@ class Stack:
             {
                 "TOLLGATE_ROUTER_GRPC_PORT": str(self.ports.router),
                 "TOLLGATE_ROUTER_METRICS_PORT": str(self.ports.router_metrics),
+                **self._grpc_auth_env("TOLLGATE_ROUTER_"),
                 **self.router_env,
             }
         )
@@ -282,6 +389,7 @@ class Stack:
             {
                 "TOLLGATE_CACHE_GRPC_PORT": str(self.ports.cache),
                 "TOLLGATE_CACHE_METRICS_PORT": str(self.ports.cache_metrics),
+                **self._grpc_auth_env("TOLLGATE_CACHE_"),
                 **self.cache_env,
             }
         )
@@ -295,6 +403,9 @@ class Stack:
         grpc_port: int | None = None,
         **extra: str,
     ) -> Service:
+        # The main orchestrator's metrics port is fixed per stack; another one gets its own.
+        main = name == "orchestrator" and http_port in (None, self.ports.http)
+        metrics_port = self.ports.orch_metrics if main else free_port()
         http_port = http_port or self.ports.http
         upstream = (
             {
@@ -308,8 +419,12 @@ class Stack:
             {
                 "TOLLGATE_ORCHESTRATOR_HTTP_PORT": str(http_port),
                 "TOLLGATE_ORCHESTRATOR_GRPC_PORT": str(grpc_port or self.ports.orch_grpc),
+                "TOLLGATE_ORCHESTRATOR_METRICS_PORT": str(metrics_port),
                 "TOLLGATE_ORCHESTRATOR_ROUTER_ADDR": f"127.0.0.1:{self.ports.router}",
                 "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{self.ports.cache}",
+                **self._grpc_auth_env("TOLLGATE_ORCHESTRATOR_", client=True),
+                # One signing key for every orchestrator of the stack, as the chart's Secret.
+                "TOLLGATE_ORCHESTRATOR_CACHE_SIGNING_KEY_FILE": str(self._signing_key()),
                 **upstream,
                 **self.orch_env,
                 **extra,

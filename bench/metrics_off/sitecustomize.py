@@ -83,8 +83,10 @@ except ImportError:  # not a tollgate process
 else:
     _channel_init = _channel.MeteredChannel.__init__
 
-    def _unmetered_channel(self: Any, channel: Any, families: Any, timeout: float) -> None:
-        _channel_init(self, channel, None, timeout)
+    def _unmetered_channel(
+        self: Any, channel: Any, families: Any, timeout: float, metadata: Any = ()
+    ) -> None:
+        _channel_init(self, channel, None, timeout, metadata)
 
     def _unwrapped(self: Any, method: str, handler: Any) -> Any:
         return handler

@@ -59,6 +59,7 @@ kubectl -n "$NS" create secret generic tollgate-api-keys \
 
 kubectl -n "$NS" apply -f deploy/kind/redis.yaml >/dev/null
 kubectl -n "$NS" rollout status deploy/tollgate-redis --timeout=180s
+kubectl -n "$NS" rollout status deploy/tollgate-budget-redis --timeout=180s
 
 echo "kind-e2e: installing $RELEASE with values/kind.yaml"
 helm upgrade --install "$RELEASE" "$CHART" --namespace "$NS" \

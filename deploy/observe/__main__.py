@@ -54,7 +54,7 @@ def main() -> int:
         run_dir / "prometheus.yml",
         render_prometheus(
             {
-                "tollgate-orchestrator": f"127.0.0.1:{stack.http}/metrics",
+                "tollgate-orchestrator": f"127.0.0.1:{stack.orch_metrics}",
                 "tollgate-router": f"127.0.0.1:{stack.router_metrics}",
                 "tollgate-cache": f"127.0.0.1:{stack.cache_metrics}",
             },

@@ -26,6 +26,8 @@ class CacheSettings(ServiceSettings):
     max_bytes: int = Field(default=256 * MIB, gt=0)
     max_entry_bytes: int = Field(default=1 * MIB, gt=0)
     default_ttl_seconds: int = Field(default=3600, gt=0)
+    # The longest any entry lives, whatever TTL a Store asks for (L-6): 30 days.
+    max_ttl_seconds: int = Field(default=2_592_000, gt=0)
     # Bounds one Redis call. Keep it below the callers' deadline (the orchestrator's
     # cache_timeout_seconds) to have the breaker see a frozen Redis: a call its caller
     # cancels first is released, not counted (tollgate_common.breaker.guard).

@@ -1,7 +1,8 @@
 """An in-process TTL + LRU store bounded in bytes. Pure: the clock is injected.
 
-Entry size is ``len(key) + len(value)`` (the value is the serialized ``Entry``),
-so the bound is on what the cache actually holds. Every operation is O(1)
+Entry size is ``len(key) + len(value)`` (the value is the serialized ``Entry``) plus
+the per-entry overhead of Python's objects, so the bound is on what the cache really
+holds. Every operation is O(1)
 amortized: an ``OrderedDict`` keeps LRU order, and a heap of expiry times lets
 the sweep drop expired entries without scanning everything.
 """
@@ -15,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+# What Python holds per entry beside the key and value bytes (the dict slot, the _Item,
+# two bytes objects' headers), measured at ~320 B: counted so that many small entries
+# cannot take 5x the configured bytes (L-4).
+ENTRY_OVERHEAD = 320
 EvictionReason = Literal["lru", "ttl", "size"]
 EVICTION_REASONS: tuple[EvictionReason, ...] = ("lru", "ttl", "size")
 EvictionListener = Callable[[EvictionReason, int], None]
@@ -43,6 +48,7 @@ class MemoryStore:
     max_entry_bytes: int
     clock: Callable[[], float] = time.monotonic
     on_evict: EvictionListener = _ignore
+    entry_overhead: int = ENTRY_OVERHEAD
     _items: OrderedDict[str, _Item] = field(default_factory=OrderedDict, init=False)
     _expiry: list[tuple[float, str]] = field(default_factory=list, init=False)
     _bytes: int = field(default=0, init=False)
@@ -74,7 +80,7 @@ class MemoryStore:
         """Store ``value``; False (and one ``size`` eviction) when it is too large."""
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
-        size = len(key) + len(value)
+        size = self.entry_overhead + len(key) + len(value)
         old = self._items.get(key)
         if old is not None:
             self._remove(key, old)

@@ -20,10 +20,20 @@ from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate_cache.backend import Backend, BackendError
 from tollgate_cache.metrics import CacheMetrics
 from tollgate_cache.window import HitRateWindow
+from tollgate_common.grpc.auth import Allowed
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
+
+# Who may call each method (checked by tollgate_common.grpc.auth; docs/security.md H-2):
+# only orchestrators read and write entries; the operator may also flush and look.
+CALLERS: dict[str, Allowed] = {
+    f"/{SERVICE_NAME}/Lookup": frozenset({"orchestrator"}),
+    f"/{SERVICE_NAME}/Store": frozenset({"orchestrator"}),
+    f"/{SERVICE_NAME}/Invalidate": frozenset({"operator", "orchestrator"}),
+    f"/{SERVICE_NAME}/Stats": frozenset({"operator", "orchestrator"}),
+}
 
 KEY_RE = re.compile(r"[0-9a-f]{64}")
 KEY_HELP = "key: must be the 64-character lowercase sha256 hex from tollgate_common.cachekey"
@@ -38,6 +48,9 @@ def check_key(key: str) -> None:
         raise InvalidInput(KEY_HELP)
 
 
+MAX_ENTRY_COST_USD = 1000.0  # one answer's cost; a bigger one is a bug or a forgery
+
+
 def check_store(request: cache_pb2.StoreRequest) -> None:
     check_key(request.key)
     if not request.HasField("entry"):
@@ -45,8 +58,8 @@ def check_store(request: cache_pb2.StoreRequest) -> None:
     entry = request.entry
     if not entry.body:
         raise InvalidInput("entry.body: required (the upstream response)")
-    if not math.isfinite(entry.cost_usd) or entry.cost_usd < 0:
-        raise InvalidInput("entry.cost_usd: must be a finite number >= 0")
+    if not math.isfinite(entry.cost_usd) or not 0 <= entry.cost_usd <= MAX_ENTRY_COST_USD:
+        raise InvalidInput(f"entry.cost_usd: must be a number in [0, {MAX_ENTRY_COST_USD:g}]")
     if request.ttl_seconds < 0:
         raise InvalidInput("ttl_seconds: must be >= 0 (0 means the server default)")
 
@@ -58,11 +71,13 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         metrics: CacheMetrics,
         window: HitRateWindow,
         default_ttl_seconds: int,
+        max_ttl_seconds: int = 2_592_000,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.window = window
-        self.default_ttl = default_ttl_seconds
+        self.default_ttl = min(default_ttl_seconds, max_ttl_seconds)
+        self.max_ttl = max_ttl_seconds
         self._lookup_time = metrics.duration["lookup"]
         self._store_time = metrics.duration["store"]
 
@@ -117,7 +132,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if entry.created_unix == 0:
             entry.created_unix = int(time.time())
         value = entry.SerializeToString()
-        ttl = request.ttl_seconds or self.default_ttl
+        # Never longer than this service allows, whatever the caller asks (L-6).
+        ttl = min(request.ttl_seconds or self.default_ttl, self.max_ttl)
         start = time.perf_counter()
         try:
             stored = await self.backend.set(request.key, value, ttl)

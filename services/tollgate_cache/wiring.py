@@ -15,7 +15,7 @@ from tollgate_cache.backend import Backend, MemoryBackend
 from tollgate_cache.config import CacheSettings
 from tollgate_cache.metrics import CacheMetrics
 from tollgate_cache.redis_backend import RedisBackend, log_breaker_change
-from tollgate_cache.service import SERVICE_NAME, CacheService
+from tollgate_cache.service import CALLERS, SERVICE_NAME, CacheService
 from tollgate_cache.window import HitRateWindow
 from tollgate_common.breaker import BreakerConfig, CircuitBreaker
 from tollgate_common.grpc.server import start_grpc_server
@@ -51,7 +51,9 @@ def build_service(settings: CacheSettings, families: Families) -> CacheService:
     else:
         backend = MemoryBackend(settings.max_bytes, settings.max_entry_bytes, metrics.evicted)
     metrics.watch(backend)
-    return CacheService(backend, metrics, window, settings.default_ttl_seconds)
+    return CacheService(
+        backend, metrics, window, settings.default_ttl_seconds, settings.max_ttl_seconds
+    )
 
 
 async def _upkeep(service: CacheService, interval: float) -> None:
@@ -71,7 +73,11 @@ async def serve(settings: CacheSettings) -> None:
 
     # Starts even when Redis is down: lookups are misses until it comes back.
     server = await start_grpc_server(
-        settings=settings, port=settings.grpc_port, families=families, register=register
+        settings=settings,
+        port=settings.grpc_port,
+        families=families,
+        register=register,
+        callers=CALLERS,
     )
     upkeep = asyncio.create_task(_upkeep(service, settings.maintenance_interval_seconds))
     log.info(

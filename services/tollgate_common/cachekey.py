@@ -3,7 +3,9 @@
 Fields that do not change the answer (``stream``, ``user``, ``metadata``,
 ``stream_options``) are left out, so a streamed and a non-streamed request
 share an entry. The tenant is part of the key: one tenant must not be able to
-learn another's prompts through cache timing.
+learn another's prompts through cache timing. The end user (``user``,
+``safety_identifier``) is not: the end users of one tenant share its cache
+(docs/security.md, L-7).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ ANSWER_FIELDS = (
     "audio",
     "prediction",
     "verbosity",
+    # A web search or another service tier answers differently (L-7).
+    "web_search_options",
+    "service_tier",
 )
 KEY_VERSION = "v1"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_FILE_ENV = "TOLLGATE_CONFIG"
@@ -34,10 +34,43 @@ class ServiceSettings(BaseSettings):
     grpc_tls_cert: Path | None = None  # server certificate (PEM); TLS when set with the key
     grpc_tls_key: Path | None = None
     grpc_tls_client_ca: Path | None = None  # CA for client certs: mutual TLS when set
+    # Control-plane identity (tollgate_common.grpc.auth, docs/security.md H-1..H-3).
+    # Server: YAML mapping caller name -> sha256 hex of its token (or a list of them,
+    # during a rotation). Client: this process's own token, one line.
+    grpc_callers_file: Path | None = None
+    grpc_token_file: Path | None = None
+    # For in-process tests only: the gRPC server checks no caller identity at all.
+    grpc_allow_unauthenticated: bool = False
+    grpc_reflection: bool = False  # server reflection (schemas for grpcurl); off by default
+    # Bounds on one gRPC server (L-11): calls in flight beyond this get RESOURCE_EXHAUSTED;
+    # connections are closed (GOAWAY, then the grace) after this age, so clients rebalance.
+    grpc_max_concurrent_rpcs: int = Field(default=2048, ge=1)
+    grpc_max_connection_age_seconds: float = Field(default=1800.0, gt=0)
+    grpc_max_connection_age_grace_seconds: float = Field(default=300.0, gt=0)
     # Shutdown (tollgate_common.service.shutdown): NOT_SERVING, then drain_seconds for
     # endpoints to be removed, then grace_seconds for in-flight calls to finish.
     drain_seconds: float = Field(default=0.0, ge=0)
     grace_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _check_grpc_tls(self) -> ServiceSettings:
+        # Partial TLS settings used to serve plaintext without a word (M-6).
+        prefix = str(self.model_config.get("env_prefix", ""))
+
+        def env(*names: str) -> str:
+            return ", ".join(f"{prefix}{n.upper()}" for n in names)
+
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ValueError(
+                "grpc_tls_cert, grpc_tls_key: set both or neither "
+                f"(env {env('grpc_tls_cert', 'grpc_tls_key')})"
+            )
+        if self.grpc_tls_client_ca is not None and self.grpc_tls_cert is None:
+            raise ValueError(
+                "grpc_tls_client_ca: requires grpc_tls_cert and grpc_tls_key "
+                f"(env {env('grpc_tls_client_ca', 'grpc_tls_cert', 'grpc_tls_key')})"
+            )
+        return self
 
 
 S = TypeVar("S", bound=BaseSettings)

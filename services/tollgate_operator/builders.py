@@ -149,8 +149,15 @@ def build_policy(name: str, namespace: str, spec: Mapping[str, Any]) -> BuiltPol
 # --- CostBudget -----------------------------------------------------------------------------
 
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# Labels the rule sets itself; a notification label may not replace them.
-RESERVED_LABELS = frozenset({"alertname", "tenant", "period", "threshold", "budget"})
+# Labels the rule sets itself; a notification label may not replace them (M-8: severity
+# decides who gets paged, so a CostBudget author may not set it).
+RESERVED_LABELS = frozenset(
+    {"alertname", "tenant", "period", "threshold", "budget", "severity", "namespace", "job"}
+)
+# Label values are copied into PrometheusRule labels, which Prometheus templates ({{ }}
+# and $ expansions): plain, short text only.
+LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9 ._:/@+-]{0,128}$")
+MAX_NOTIFICATION_LABELS = 16
 _BUDGET_FIELDS = frozenset({"tenant", "period", "limitUSD", "thresholds", "action", "notification"})
 
 
@@ -207,6 +214,12 @@ def budget_from_spec(spec: Mapping[str, Any]) -> CostBudget:
             raise SpecError(f"{where}: reserved, the operator sets it")
         if not isinstance(v, str):
             raise SpecError(f"{where}: must be a string")
+        if not LABEL_VALUE_RE.match(v):
+            raise SpecError(
+                f"{where}: up to 128 letters, digits, spaces and ._:/@+- (no templates)"
+            )
+    if len(labels) > MAX_NOTIFICATION_LABELS:
+        raise SpecError(f"spec.notification.labels: at most {MAX_NOTIFICATION_LABELS} labels")
     return CostBudget(
         spec["tenant"],
         spec["period"],
@@ -280,10 +293,10 @@ def budget_rules(budget: CostBudget, budget_ref: str) -> list[dict[str, Any]]:
         over = t >= 1.0
         pct = _num(round(t * 100, 2))
         labels = {
+            **budget.labels,
             "severity": "critical" if over else "warning",
             "threshold": _num(t),
             "budget": budget_ref,
-            **budget.labels,
         }
         rules.append(
             {

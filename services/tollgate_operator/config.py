@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from tollgate_common.config import ServiceSettings
@@ -45,6 +45,27 @@ class OperatorSettings(ServiceSettings):
     # is skipped for that target: for tests and for running outside a cluster.
     router_addresses: str = ""
     orchestrator_addresses: str = ""
+    # Pushes to TLS routers and orchestrators (M-6): the CA that signed their
+    # certificates; with a client certificate and key as well, mutual TLS (the
+    # certificate's CN or a DNS SAN must be ``operator``). The caller token the pushes
+    # send is ``grpc_token_file`` (every service's setting).
+    peer_tls_ca: Path | None = None
+    peer_tls_cert: Path | None = None
+    peer_tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_peer_tls(self) -> OperatorSettings:
+        if (self.peer_tls_cert is None) != (self.peer_tls_key is None):
+            raise ValueError(
+                "peer_tls_cert, peer_tls_key: set both or neither "
+                "(env TOLLGATE_OPERATOR_PEER_TLS_CERT, TOLLGATE_OPERATOR_PEER_TLS_KEY)"
+            )
+        if self.peer_tls_cert is not None and self.peer_tls_ca is None:
+            raise ValueError(
+                "peer_tls_ca: required when a client certificate is set "
+                "(env TOLLGATE_OPERATOR_PEER_TLS_CA)"
+            )
+        return self
 
     @field_validator("rule_labels", mode="before")
     @classmethod

@@ -154,7 +154,7 @@ def routing_policy_spec() -> Schema:
 
 def cost_budget_spec() -> Schema:
     labels = _map(
-        {"type": "string", "maxLength": 256},
+        {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9 ._:/@+-]*$"},
         maxProperties=16,
         description="Labels added to the generated alerts, for Alertmanager routing.",
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
+from tollgate_common.grpc.auth import read_token_file
 from tollgate_common.grpc.channel import make_channel
 from tollgate_common.metrics import Families
 
@@ -43,11 +45,35 @@ def summarize(results: Sequence[PushResult]) -> str:
 
 
 class Pusher:
-    """One channel per replica address, kept while the address is discovered."""
+    """One channel per replica address, kept while the address is discovered.
 
-    def __init__(self, families: Families, timeout: float) -> None:
+    Every call carries the operator's caller token (``token_file``, read and checked
+    here, at start) and, with ``tls_ca``, goes over TLS (mutual with a client
+    certificate and key)."""
+
+    def __init__(
+        self,
+        families: Families,
+        timeout: float,
+        *,
+        token_file: Path | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        tls_server_names: dict[str, str] | None = None,
+    ) -> None:
         self._families = families
+        # Pushes go to pod IPs; with TLS the certificate names the Service instead.
+        self._server_names = tls_server_names or {}
         self._timeout = timeout
+        if token_file is not None:
+            read_token_file(token_file)  # a ConfigError now, not a failed push later
+        self._peer: dict[str, Path | None] = {
+            "token_file": token_file,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+        }
         self._channels: dict[str, dict[str, grpc.aio.Channel]] = {
             "router": {},
             "orchestrator": {},
@@ -64,7 +90,11 @@ class Pusher:
         ch = pool.get(address)
         if ch is None:
             ch = pool[address] = make_channel(
-                address, default_timeout=self._timeout, families=self._families
+                address,
+                default_timeout=self._timeout,
+                families=self._families,
+                tls_server_name=self._server_names.get(target),
+                **self._peer,
             )
         return ch
 

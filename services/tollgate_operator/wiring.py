@@ -78,7 +78,18 @@ async def run(
         settings=settings,
         namespace=namespace,
         kube=Kube(ks),
-        pusher=Pusher(families, settings.push_timeout_seconds),
+        pusher=Pusher(
+            families,
+            settings.push_timeout_seconds,
+            token_file=settings.grpc_token_file,
+            tls_ca=settings.peer_tls_ca,
+            tls_cert=settings.peer_tls_cert,
+            tls_key=settings.peer_tls_key,
+            tls_server_names={
+                "router": settings.router_service,
+                "orchestrator": settings.orchestrator_service,
+            },
+        ),
         families=families,
     )
     await kopf.operator(

@@ -4,7 +4,12 @@ Both faces open an ``Admission`` first and close it last, whatever happened in
 between: a whole answer, a stream that completed, failed or was abandoned, an
 error, a cancellation. ``close`` runs once: the stream's accounting (when one
 registered), the budget settle with the cost the request ended with, the in-flight
-counters, the slot.
+counters, the tenant's share, the slot.
+
+Slots are taken in two steps: a global one before anything is read (``open``), and
+the tenant's share once the key names the tenant (``assign``): no tenant may hold
+more than its share of the cap (M-3), so one tenant's slow bodies or endless
+streams cannot refuse everyone else.
 """
 
 from __future__ import annotations
@@ -29,27 +34,52 @@ def request_id(incoming: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class Slots:
-    """The concurrency cap: a counter, refused at once when full, never a queue."""
+def _overloaded(message: str, reason: str) -> ApiError:
+    return ApiError(
+        503,
+        message,
+        type_=ERROR_TYPE_SERVER,
+        code="overloaded",
+        headers={"retry-after": "1"},
+        reason=reason,
+    )
 
-    def __init__(self, limit: int) -> None:
+
+class Slots:
+    """The concurrency cap: a counter, refused at once when full, never a queue; and
+    each tenant's share of it (``tenant_share`` of ``limit``, at least one slot)."""
+
+    def __init__(self, limit: int, tenant_share: float = 1.0) -> None:
         self.limit = limit
         self.used = 0
+        self.tenant_limit = max(1, int(limit * tenant_share))
+        self.by_tenant: dict[str, int] = {}
 
     def acquire(self) -> None:
         if self.used >= self.limit:
-            raise ApiError(
-                503,
-                "The gateway is at its concurrency limit; retry shortly.",
-                type_=ERROR_TYPE_SERVER,
-                code="overloaded",
-                headers={"retry-after": "1"},
-                reason="concurrency",
+            raise _overloaded(
+                "The gateway is at its concurrency limit; retry shortly.", "concurrency"
             )
         self.used += 1
 
     def release(self) -> None:
         self.used -= 1
+
+    def acquire_tenant(self, tenant: str) -> None:
+        held = self.by_tenant.get(tenant, 0)
+        if held >= self.tenant_limit:
+            raise _overloaded(
+                "This API key's tenant is at its share of the concurrency limit; retry shortly.",
+                "tenant_concurrency",
+            )
+        self.by_tenant[tenant] = held + 1
+
+    def release_tenant(self, tenant: str) -> None:
+        held = self.by_tenant.get(tenant, 0) - 1
+        if held > 0:
+            self.by_tenant[tenant] = held
+        else:
+            self.by_tenant.pop(tenant, None)
 
 
 class Admission:
@@ -60,6 +90,7 @@ class Admission:
         "_closed",
         "_finish",
         "_owner",
+        "_tenant_held",
         "cost",
         "request_id",
         "reservation",
@@ -75,6 +106,15 @@ class Admission:
         self._finish: Callable[[], Awaitable[None]] | None = None
         self._begun = False
         self._closed = False
+        self._tenant_held = False
+
+    def assign(self, tenant: str) -> None:
+        """The key named the tenant: take its share of the cap, or the 503 ``overloaded``
+        (reason ``tenant_concurrency``). Released once, in ``close``."""
+        self.tenant = tenant
+        if not self._tenant_held and not self._closed:
+            self._owner.slots.acquire_tenant(tenant)
+            self._tenant_held = True
 
     def begin(self) -> None:
         """The request reaches the pipeline: it counts as in flight, for retries too."""
@@ -103,6 +143,8 @@ class Admission:
                 if self._begun:
                     o.metrics.llm_in_flight.dec()
                     o.retry_budget.requests -= 1
+                if self._tenant_held:
+                    o.slots.release_tenant(self.tenant)
                 o.slots.release()
 
 

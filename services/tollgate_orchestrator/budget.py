@@ -6,18 +6,28 @@ so concurrent requests overshoot by at most one request's estimate. Over a limit
 the budget's action applies: ``reject`` (429 insufficient_quota) or ``downgrade``
 (the router's cheapest tier). With Redis the check-and-add is one Lua script, so
 replicas share counters atomically; Redis is called with short timeouts, no
-retries, and behind a breaker. When the store cannot answer, the stated
-``budget_unchecked_policy`` applies: allow (and count it) or refuse (503).
+retries, and behind a breaker. That Redis is the budgets' own (``budget_redis_url``),
+never the cache's, and must not evict: a counter evicted is spend reset to $0, so a
+Redis whose ``maxmemory-policy`` is anything but ``noeviction`` is refused at start
+(``eviction_problem``). Without Redis the counters are per replica (``MemoryCounters``).
+
+When the store cannot answer (down, slow, or answering errors such as OOM when full),
+the stated ``budget_unchecked_policy`` applies, counted either way as
+``action="unchecked"``: ``refuse`` (the default: fail closed, 429 with
+``x-should-retry: false``) or ``allow`` (admitted uncounted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
+
+from redis.exceptions import RedisError, ResponseError
 
 from tollgate_common.breaker import BreakerOpen, CircuitBreaker
 from tollgate_common.budgets import to_nano
@@ -29,6 +39,21 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _TTL = {"day": 2 * 86_400, "month": 32 * 86_400}  # a counter outlives its period a little
+_ADJECTIVE = {"day": "daily", "month": "monthly"}
+# Budget counters carry a TTL, so volatile-* policies evict them as readily as allkeys-*:
+# only a Redis that refuses writes when full keeps them (and a refused write fails closed).
+SAFE_EVICTION_POLICY = "noeviction"
+
+
+def eviction_problem(policy: str | None) -> str | None:
+    """Why a budget Redis with this ``maxmemory-policy`` cannot keep budgets, or None."""
+    if policy is None or policy == SAFE_EVICTION_POLICY:
+        return None
+    return (
+        f"budget_redis_url: the budget Redis has maxmemory-policy {policy}, so it may evict "
+        "budget counters (spend would reset to $0); give budgets their own Redis with "
+        f"maxmemory-policy {SAFE_EVICTION_POLICY}"
+    )
 
 
 class _Throttled:
@@ -90,7 +115,8 @@ class BudgetStore(Protocol):
 
 
 class MemoryCounters:
-    """Counters in this process: exact for one replica. Atomic because nothing awaits."""
+    """Counters in this process: exact for one replica, per replica with several (each
+    replica admits up to the limit) and reset on restart. Atomic because nothing awaits."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
@@ -159,10 +185,14 @@ class RedisCounters:
         self._timeout = timeout
         self._breaker = breaker
         self._script = self._redis.register_script(_RESERVE_LUA)
+        # Set (to the reason) while Redis' eviction policy makes it unfit to keep budgets.
+        self.refused: str | None = None
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         # Any error counts against the breaker: a store that answers with errors (a full
         # Redis refusing writes) cannot keep budgets either.
+        if self.refused is not None:
+            raise StoreUnavailable("budget store may evict counters")
         try:
             return await guarded(
                 self._breaker, self._timeout * 2, fn, failure=(Exception,), success=()
@@ -200,6 +230,22 @@ class RedisCounters:
 
     async def _ping(self) -> bool:
         return bool(await self._redis.ping())
+
+    async def eviction_policy(self) -> str | None:
+        """Redis' ``maxmemory-policy``; None when CONFIG GET is refused (managed Redis often
+        disables or renames it). Raises ``StoreUnavailable`` when Redis does not answer."""
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                reply = await self._redis.config_get("maxmemory-policy")
+        except ResponseError:
+            return None
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        for key, value in dict(reply or {}).items():
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if name == "maxmemory-policy":
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return None
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -278,7 +324,8 @@ class Budgets:
         return self._by_tenant.get(tenant, ())
 
     async def reserve(self, tenant: str, estimate_usd: float) -> Reservation:
-        """Admit or refuse one request; raises ``ApiError`` 429 (over) or 503 (unchecked)."""
+        """Admit or refuse one request; raises ``ApiError`` 429 (over budget, or unchecked
+        under the ``refuse`` policy)."""
         specs = self._by_tenant.get(tenant)
         if not specs:
             return Reservation(tenant)
@@ -297,7 +344,7 @@ class Budgets:
                 self._hooks.action(spec, "reject")
             raise ApiError(
                 429,
-                f"You exceeded your {spec.period}ly budget of ${spec.limit_usd:g}.",
+                f"You exceeded your {_ADJECTIVE[spec.period]} budget of ${spec.limit_usd:g}.",
                 type_="insufficient_quota",
                 code="insufficient_quota",
                 headers={"x-should-retry": "false"},
@@ -315,12 +362,15 @@ class Budgets:
             for s in specs:
                 self._hooks.action(s, "unchecked")
         if self.unchecked_policy == "refuse":
+            # Fail closed, and as a quota refusal: an SDK that retried a 5xx would only
+            # add load to a store that is already failing.
             raise ApiError(
-                503,
-                "The budget store is unreachable and budgets cannot be checked; retry shortly.",
-                type_="server_error",
+                429,
+                "Your budget cannot be checked right now (the budget store is unavailable), "
+                "so the request is refused.",
+                type_="insufficient_quota",
                 code="budget_unavailable",
-                headers={"retry-after": "1"},
+                headers={"x-should-retry": "false"},
                 reason="budget",
             )
         _warn.warning("budget store unreachable: requests allowed unchecked")

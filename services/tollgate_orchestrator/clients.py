@@ -9,7 +9,9 @@ and the request bypasses the cache. Both are counted in ``tollgate_degraded_tota
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
@@ -18,15 +20,35 @@ import grpc
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.breaker import CircuitBreaker
-from tollgate_common.policy import PolicyError, parse_policy
+from tollgate_common.policy import TIERS, Policy, PolicyError, parse_policy
 from tollgate_orchestrator.catalog import Catalog
-from tollgate_orchestrator.errors import ApiError, model_not_found
+from tollgate_orchestrator.errors import ApiError, model_not_allowed, model_not_found
+from tollgate_orchestrator.integrity import Signer
 from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.types import LlmRequest, RouteDecision
 
 log = logging.getLogger(__name__)
 
 DEGRADED_INTENT = "other"
+
+
+def degraded_model(policy: Policy, model: str, tenant: str) -> str:
+    """The model to serve without the router; raises 404 or 403 as the router would."""
+    rules = policy.tenants.get(tenant)
+    allowed = rules.allowed_models if rules is not None else None
+    if model != "auto":
+        if model not in policy.models:
+            raise model_not_found(model)
+        if allowed is not None and model not in allowed:
+            raise model_not_allowed(model)
+        return model
+    if allowed is None or policy.default_model in allowed:
+        return policy.default_model
+    # The tenant's own chain for small chat (within any max_tier), else any allowed model.
+    for name in (*policy.chain("chat", TIERS[0], tenant), *allowed):
+        if name in allowed and name in policy.models:
+            return name
+    raise model_not_allowed(model)
 
 
 def _reason_of(exc: BaseException) -> str:
@@ -79,7 +101,7 @@ class RouterClient:
     ) -> RouteDecision:
         if not self._breaker.allow():
             self._metrics.degraded("router", "circuit_open")
-            return self.local(req.model)
+            return self.local(req.model, tenant)
         try:
             resp: router_pb2.RouteResponse = await self._stub.Route(
                 self._request(req, tenant, request_id, downgrade), timeout=self._timeout
@@ -89,41 +111,55 @@ class RouterClient:
             if code == grpc.StatusCode.NOT_FOUND:
                 self._breaker.record_success()  # the router answered
                 raise model_not_found(req.model) from None
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                self._breaker.record_success()  # a refusal is an answer, not an outage
+                raise model_not_allowed(req.model) from None
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 self._breaker.record_success()
                 raise ApiError(
                     400, exc.details() or "invalid request", param="model", reason="invalid"
                 ) from None
-            return self._degrade(req, exc)
+            return self._degrade(req, exc, tenant)
         except Exception as exc:  # a broken channel: same as unreachable
-            return self._degrade(req, exc)
+            return self._degrade(req, exc, tenant)
         self._breaker.record_success()
         self._metrics.set_up("router", True)
         if resp.policy_version and resp.policy_version != self._catalog.version:
             self._refresh_soon()
         if not resp.chain:
-            return self._degrade(req, RuntimeError("empty chain"))
+            return self._degrade(req, RuntimeError("empty chain"), tenant)
         catalog = self._catalog
-        chain = tuple(catalog.remote(mt) for mt in resp.chain)
-        baseline = catalog.remote(resp.baseline) if resp.baseline.name else None
+        if any(catalog.local(mt.name) is None for mt in resp.chain):
+            await self._refresh_now()  # a model newer than our copy of the policy
+        # Priced from our own catalog, never from the answer; unknown models are dropped.
+        chain = tuple(t for t in map(catalog.local, (mt.name for mt in resp.chain)) if t)
+        if not chain:
+            return self._degrade(req, RuntimeError("no chain model in the catalog"), tenant)
+        baseline = catalog.local(resp.baseline.name) if resp.baseline.name else None
         return RouteDecision(resp.intent, resp.tier, chain, baseline, False, resp.reason)
 
-    def _degrade(self, req: LlmRequest, exc: BaseException) -> RouteDecision:
+    def _degrade(self, req: LlmRequest, exc: BaseException, tenant: str = "") -> RouteDecision:
         self._breaker.record_failure()
         self._metrics.set_up("router", False)
         self._metrics.degraded("router", _reason_of(exc))
-        return self.local(req.model)
+        return self.local(req.model, tenant)
 
-    def local(self, model: str) -> RouteDecision:
-        """The router's answer when it cannot be asked: default model or the explicit one."""
+    def local(self, model: str, tenant: str = "") -> RouteDecision:
+        """The router's answer when it cannot be asked: the explicit model, or the default
+        one, within the tenant's ``allowed_models`` and ``max_tier`` as the router would."""
         catalog = self._catalog
         policy = catalog.policy
-        name = policy.default_model if model == "auto" else model
+        name = degraded_model(policy, model, tenant)
         target = catalog.local(name)
-        if target is None:
-            raise model_not_found(model)
+        assert target is not None  # degraded_model only names catalog models
         baseline = catalog.local(policy.baseline_model)
         return RouteDecision(DEGRADED_INTENT, "", (target,), baseline, True, "router unavailable")
+
+    async def _refresh_now(self) -> None:
+        self._refresh_soon()
+        assert self._refreshing is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._refreshing), timeout=self._timeout)
 
     def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
@@ -160,16 +196,20 @@ class CacheClient:
         timeout: float,
         breaker: CircuitBreaker,
         metrics: OrchestratorMetrics,
+        signer: Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._stub = stub
         self._timeout = timeout
         self._breaker = breaker
         self._metrics = metrics
+        # Without a shared key, entries verify only on the replica that stored them.
+        self._signer = signer or Signer(secrets.token_bytes(32))
         self._clock = clock
 
     async def lookup(self, key: str, model: str) -> tuple[str, cache_pb2.Entry | None]:
-        """(result, entry): result is hit, miss or error (then the request bypasses)."""
+        """(result, entry): result is hit, miss, invalid (an entry whose signature fails:
+        a miss) or error (then the request bypasses)."""
         if not self._breaker.allow():
             self._metrics.degraded("cache", "circuit_open")
             return "error", None
@@ -182,9 +222,11 @@ class CacheClient:
             return "error", None
         self._breaker.record_success()
         self._metrics.set_up("cache", True)
-        if resp.hit:
-            return "hit", resp.entry
-        return "miss", None
+        if not resp.hit:
+            return "miss", None
+        if not self._signer.verify(key, resp.entry):
+            return "invalid", None  # made up or altered outside the orchestrators: a miss
+        return "hit", resp.entry
 
     async def store(
         self,
@@ -200,6 +242,7 @@ class CacheClient:
         entry = cache_pb2.Entry(
             body=body, model=model, usage=usage, cost_usd=cost_usd, created_unix=int(self._clock())
         )
+        self._signer.sign(key, entry)
         try:
             resp: cache_pb2.StoreResponse = await self._stub.Store(
                 cache_pb2.StoreRequest(key=key, entry=entry, ttl_seconds=ttl_seconds),

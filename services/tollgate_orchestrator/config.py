@@ -22,7 +22,10 @@ from tollgate_common.policy import DEFAULT_POLICY_FILE
 log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
-DEV_KEY = "sk-tollgate-dev"
+DEV_KEY = "sk-tollgate-dev-key-for-local-use-only"
+# API keys shorter than this are refused at start (L-9): a key is the only secret a tenant
+# holds, and 32 characters of a random alphabet are beyond guessing through the API.
+MIN_KEY_CHARS = 32
 
 
 class BudgetSpec(BaseModel):
@@ -95,17 +98,49 @@ class OrchestratorSettings(ServiceSettings):
     api_keys: Annotated[SecretStr | None, NoDecode] = None
     api_keys_file: Path | None = None
     budgets: list[BudgetSpec] = []
-    redis_url: SecretStr | None = None  # shared budget counters across replicas
-    redis_timeout_seconds: float = Field(default=0.2, gt=0, le=5)
-    budget_unchecked_policy: Literal["allow", "refuse"] = "allow"
+    # The Redis holding the budget counters, shared by every replica: the only Redis the
+    # orchestrator talks to. Its own Redis (not the cache's), with maxmemory-policy
+    # noeviction: an evicting Redis is refused at start (H-6). Unset: per-replica counters.
+    budget_redis_url: SecretStr | None = None
+    budget_redis_timeout_seconds: float = Field(default=0.2, gt=0, le=5)
+    # The old name of budget_redis_url; set, it stops the process with a message (never
+    # silently per-replica budgets after an upgrade).
+    redis_url: SecretStr | None = Field(default=None, exclude=True)
+    # A tenant with a budget whose budget cannot be checked (store down, full, erroring):
+    # refused with a 429 (fail closed), or "allow"ed uncounted and counted as unchecked.
+    budget_unchecked_policy: Literal["allow", "refuse"] = "refuse"
     # Completion tokens assumed by the budget estimate when the request sets no max_tokens.
     budget_default_completion_tokens: int = Field(default=512, ge=1)
     max_concurrency: int = Field(default=256, ge=1)
+    # A tenant may hold at most this share of max_concurrency (at least one slot).
+    tenant_concurrency_share: float = Field(default=0.5, gt=0, le=1)
+    # The HTTP edge (H-5): request line, header section and count caps, and timeouts for
+    # a request head and body that do not arrive (slowloris). Idle keep-alive: 30 s.
+    max_url_bytes: int = Field(default=8192, ge=256, le=1024 * 1024)
+    max_header_bytes: int = Field(default=32768, ge=1024, le=1024 * 1024)
+    max_header_count: int = Field(default=100, ge=8, le=1000)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    keep_alive_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Streams: a whole stream's duration, and the longest wait for a data payload
+    # (SSE comments and keep-alive lines are not progress).
+    stream_max_seconds: float = Field(default=900.0, gt=0, le=86400)
+    stream_idle_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Upstream answers: a whole body, and one SSE line.
+    upstream_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    sse_max_line_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Prometheus on its own port (M-4); 0 picks a free one. /metrics on the API port
+    # only when asked: it names tenants and their spend.
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    metrics_on_api_port: bool = False
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_messages: int = Field(default=2048, ge=1)
     max_tokens_cap: int = Field(default=131_072, ge=1)
     max_n: int = Field(default=8, ge=1)
     cache_opt_in_header: str = Field(default="x-tollgate-cache-opt-in", min_length=1)
+    # The key that signs cache entries (at least 32 bytes), shared by every replica; unset:
+    # a random key per process, so entries verify only on the replica that stored them.
+    cache_signing_key_file: Path | None = None
     # Seconds between readiness going false and the listeners closing (endpoint removal).
     probe_interval_seconds: float = Field(default=5.0, gt=0)
 
@@ -136,6 +171,12 @@ class OrchestratorSettings(ServiceSettings):
             raise ValueError("retry_max_backoff_seconds: below retry_base_backoff_seconds")
         if self.api_keys is not None:
             parse_key_pairs(self.api_keys.get_secret_value())  # fail at start, not per request
+        if self.redis_url is not None:
+            raise ValueError(
+                "redis_url: renamed to budget_redis_url (env "
+                "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL); give budgets their own Redis with "
+                "maxmemory-policy noeviction, not the cache's"
+            )
         return self
 
 
@@ -153,6 +194,11 @@ def parse_key_pairs(text: str) -> list[tuple[str, str]]:
         tenant, key = tenant.strip(), key.strip()
         if not sep or not tenant or not key:
             raise ValueError(f"api_keys: entry {i} is not 'tenant:key'")
+        if len(key) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"api_keys: entry {i} ({tenant!r}): the key is shorter than "
+                f"{MIN_KEY_CHARS} characters"
+            )
         pairs.append((tenant, key))
     if not pairs:
         raise ValueError("api_keys: set but empty")
@@ -172,6 +218,11 @@ def _file_pairs(path: Path) -> list[tuple[str, str]]:
         for key in keys:
             if not isinstance(key, str) or not key.strip():
                 raise ConfigError(f"api_keys_file={path}: {tenant}: key must be a string")
+            if len(key.strip()) < MIN_KEY_CHARS:
+                raise ConfigError(
+                    f"api_keys_file={path}: {tenant}: a key is shorter than "
+                    f"{MIN_KEY_CHARS} characters"
+                )
             pairs.append((str(tenant), key.strip()))
     return pairs
 

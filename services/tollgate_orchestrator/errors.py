@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from tollgate_orchestrator.retry import MAX_RETRY_AFTER_SECONDS
+
 INVALID = "invalid_request_error"  # the OpenAI error types
 ERROR_TYPE_SERVER = "server_error"
 
@@ -107,6 +109,16 @@ def model_not_found(model: str) -> ApiError:
     )
 
 
+def model_not_allowed(model: str) -> ApiError:
+    return ApiError(
+        403,
+        f"Your key may not use the model `{model[:100]}`.",
+        param="model",
+        code="model_not_allowed",
+        reason="forbidden",
+    )
+
+
 def exhausted(error_class: str, retry_after: float | None = None) -> ApiError:
     """What the client gets when no model of the chain served, by the last failure's class
     (the values of ``tollgate_orchestrator.retry``; "deadline" when time ran out)."""
@@ -126,7 +138,9 @@ def exhausted(error_class: str, retry_after: float | None = None) -> ApiError:
             code="timeout",
         )
     if error_class == "rate_limit":
-        wait = max(1, math.ceil(retry_after if retry_after is not None else 1))
+        # Finite and at most the cap (L-2): math.ceil(inf) raised, huge values were relayed.
+        seconds = 1.0 if retry_after is None or not math.isfinite(retry_after) else retry_after
+        wait = max(1, math.ceil(min(seconds, MAX_RETRY_AFTER_SECONDS)))
         return ApiError(
             429,
             "The upstream model is rate limited; retry later.",

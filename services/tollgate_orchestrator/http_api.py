@@ -22,7 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
 from tollgate_common.asgi import ASGIApp, Message, Receive, Scope, Send
 from tollgate_common.logging import request_id_var
@@ -45,6 +47,14 @@ _JSON = "application/json"
 _YES = ("1", "true", "yes")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
+
+
+def _check_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """What uvicorn refuses in a response header, refused before it takes the response
+    as started (after that it can only close the connection, without a status)."""
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            raise RuntimeError("invalid response header")
 
 
 def routes() -> tuple[str, ...]:
@@ -120,9 +130,13 @@ class Observe:
 
         async def tagging_send(msg: Message) -> None:
             if msg["type"] == "http.response.start":
-                status[0] = msg["status"]
-                msg["headers"] = [*msg.get("headers", ()), rid_header]
-            elif msg["type"] == "http.response.body":
+                headers = [*msg.get("headers", ()), rid_header]
+                _check_headers(headers)  # before the server takes the response as started
+                msg["headers"] = headers
+                await send(msg)
+                status[0] = msg["status"]  # sent, not attempted: else the 500 below goes
+                return
+            if msg["type"] == "http.response.body":
                 sizes[1] += len(msg.get("body", b""))
             await send(msg)
 
@@ -140,14 +154,17 @@ class Observe:
             if status[0] == 0:
                 msg = "The server had an error processing your request."
                 body = error_body(msg, ERROR_TYPE_SERVER)
-                await tagging_send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await tagging_send({"type": "http.response.body", "body": body})
+                try:
+                    await tagging_send(
+                        {
+                            "type": "http.response.start",
+                            "status": 500,
+                            "headers": [(b"content-type", b"application/json")],
+                        }
+                    )
+                    await tagging_send({"type": "http.response.body", "body": body})
+                except Exception:  # the server cannot answer any more: it closes
+                    log.debug("cannot send the 500", exc_info=True)
         finally:
             m.http_in_flight.dec()
             route = scope.get("route")
@@ -194,11 +211,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise too_large
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            parts.append(chunk)
+    except ClientDisconnect:  # gone, or cut by the edge's body timeout
+        raise _Disconnected from None
     return b"".join(parts)
 
 
@@ -266,7 +286,7 @@ def build_app(gw: Gateway) -> FastAPI:
             except ApiError as err:
                 return error_response(err, dialect)
             try:
-                adm.tenant = gw.keys.tenant_for(request.headers.get("authorization"))
+                adm.assign(gw.keys.tenant_for(request.headers.get("authorization")))
                 req = dialect.parse(await read_body(request, s.max_body_bytes), gw.limits)
                 opt_in = request.headers.get(s.cache_opt_in_header, "").lower() in _YES
                 work = gw.pipeline.handle(adm, req, request.headers.get("cache-control"), opt_in)
@@ -302,14 +322,19 @@ def build_app(gw: Gateway) -> FastAPI:
     @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)
     async def models(request: Request) -> Response:
         try:
-            gw.keys.tenant_for(request.headers.get("authorization"))
+            tenant = gw.keys.tenant_for(request.headers.get("authorization"))
         except ApiError as err:
             gw.metrics.rejected(err.reason)
             return error_response(err)
+        # Only what this tenant may use (L-9).
+        policy = gw.catalog.policy
+        rules = policy.tenants.get(tenant)
+        allowed = rules.allowed_models if rules is not None else None
         data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tollgate"}]
         data += [
             {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
-            for name, entry in gw.catalog.policy.models.items()
+            for name, entry in policy.models.items()
+            if allowed is None or name in allowed
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
@@ -332,20 +357,23 @@ def build_app(gw: Gateway) -> FastAPI:
         ok, body = gw.readiness()
         return Response(orjson.dumps(body), 200 if ok else 503, media_type=_JSON)
 
-    @app.get(
-        "/metrics",
-        response_class=Response,
-        openapi_extra={
-            "responses": {
-                "200": {
-                    "description": "Prometheus exposition.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
+    if s.metrics_on_api_port:  # off by default (M-4): metrics_port serves them
+
+        @app.get(
+            "/metrics",
+            response_class=Response,
+            openapi_extra={
+                "responses": {
+                    "200": {
+                        "description": "Prometheus exposition.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
                 }
-            }
-        },
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(gw.metrics.fam.registry), media_type=CONTENT_TYPE_LATEST)
+            },
+        )
+        async def metrics() -> Response:
+            registry = gw.metrics.fam.registry
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     base_openapi = app.openapi
 

@@ -17,9 +17,24 @@ from tollgate_common.policy import INTENTS, Policy
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES
 
-CACHE_RESULTS = ("hit", "miss", "bypass", "error")
-STREAM_OUTCOMES = ("completed", "client_disconnect", "error")
-REJECTION_REASONS = ("auth", "size", "concurrency", "invalid", "not_found", "draining", "budget")
+CACHE_RESULTS = ("hit", "miss", "bypass", "error", "invalid")
+STREAM_OUTCOMES = ("completed", "client_disconnect", "error", "timeout")
+REJECTION_REASONS = (
+    "auth",
+    "size",
+    "concurrency",
+    "invalid",
+    "not_found",
+    "forbidden",
+    "draining",
+    "budget",
+    "tenant_concurrency",
+    # the HTTP edge (edge.py): refused before a request reaches the application
+    "headers_too_large",
+    "uri_too_long",
+    "header_timeout",
+    "body_timeout",
+)
 OUTCOMES = ("success", "cache_hit", "error", "partial", "cancelled")
 DEPENDENCIES = ("router", "cache", "budget_store")
 DEGRADED_REASONS = ("unavailable", "timeout", "circuit_open")

@@ -116,7 +116,7 @@ class Pipeline:
                 return hit
             result = "miss" if entry is not None else result  # an unplayable entry is a miss
             self.metrics.cache_results(result).inc()
-            call.cache = "miss" if result == "miss" else "bypass"
+            call.cache = "miss" if result in ("miss", "invalid") else "bypass"
         else:
             self.metrics.cache_results("bypass").inc()
         try:

@@ -6,6 +6,11 @@ stream cannot be retried: a failure ends it with an error event. ``finish`` runs
 from the admission's close, once, however the stream ended: it closes the
 upstream (a client that left stops the spending), estimates a stream that ended
 without usage, and records everything.
+
+A stream is bounded (the upstream raises ``StreamStalled``): past its total duration
+or without a data payload for too long it ends with the wire's error event and the
+outcome ``timeout``; an SSE line over the cap (``LineTooLong``) ends it as a protocol
+error. Either way the partial usage is accounted as for any other failed stream.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import httpx2
 
 from tollgate_orchestrator.accounting import Accounting, Call, Usage
 from tollgate_orchestrator.dialects.base import StreamParser, Wire
-from tollgate_orchestrator.retry import PROTOCOL
+from tollgate_orchestrator.retry import PROTOCOL, TIMEOUT
+from tollgate_orchestrator.sse import LineTooLong, StreamStalled
 from tollgate_orchestrator.types import Target, UpstreamStream
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = {"completed": "success", "error": "partial"}  # anything else: cancelled
+OUTCOMES = {"completed": "success", "error": "partial", "timeout": "partial"}  # else cancelled
+_STALLED = {
+    "duration": "The stream ran past the gateway's limit on its duration; it is incomplete.",
+    "idle": "The upstream sent nothing for too long; the answer is incomplete.",
+}
 
 
 class Relay:
@@ -76,19 +86,22 @@ class Relay:
             else:
                 self.outcome = "error"
                 yield self._error()
-        except (httpx2.HTTPError, OSError, TimeoutError):
+        except StreamStalled as exc:
+            self.outcome = "timeout"
+            yield self._error(_STALLED.get(exc.reason, _STALLED["idle"]), "upstream_timeout")
+        except (httpx2.HTTPError, OSError, TimeoutError, LineTooLong):
             self.outcome = "error"
             yield self._error()
 
-    def _error(self) -> bytes:
+    def _error(
+        self,
+        message: str = "The upstream stream failed after it started; the answer is incomplete.",
+        code: str = "upstream_stream_error",
+    ) -> bytes:
         m, t = self.accounting.metrics, self.target
-        m.upstream_error(t.provider, t.name, PROTOCOL)
+        m.upstream_error(t.provider, t.name, TIMEOUT if code == "upstream_timeout" else PROTOCOL)
         usage = self._usage()
-        return self.wire.stream_error(
-            "The upstream stream failed after it started; the answer is incomplete.",
-            "upstream_stream_error",
-            self._price(usage),
-        )
+        return self.wire.stream_error(message, code, self._price(usage))
 
     def _usage(self) -> Usage:
         """The stream's usage, or an estimate when it ended without one."""

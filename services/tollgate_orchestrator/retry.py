@@ -9,6 +9,7 @@ what is left of the request's deadline.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ ERROR_CLASSES = (
 )
 # Only these say the client's request itself is wrong: they reach the client as sent.
 _REQUEST_SHAPE = frozenset({400, 413, 422})
+# An upstream's Retry-After is clamped to this (L-2): "inf" or 99999999999 from a third-party
+# upstream must neither crash the answer nor be relayed to clients as "wait forever".
+MAX_RETRY_AFTER_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,28 +82,36 @@ def classify_status(status: int) -> str:
     return SERVER  # 5xx, 408, 409 and any other status the provider should not send
 
 
+def _seconds(value: float) -> float | None:
+    """A finite, non-negative wait clamped to ``MAX_RETRY_AFTER_SECONDS``; else None."""
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, MAX_RETRY_AFTER_SECONDS)
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date);
+    non-finite or negative values are ignored, large ones clamped to the cap."""
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            value = float(ms) / 1000
-            return value if value >= 0 else None
+            value = _seconds(float(ms) / 1000)
+            if value is not None:
+                return value
         except ValueError:
             pass
     ra = headers.get("retry-after")
     if ra is None:
         return None
     try:
-        value = float(ra)
-        return value if value >= 0 else None
+        return _seconds(float(ra))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return _seconds(max(0.0, when.timestamp() - (time.time() if now is None else now)))
 
 
 @dataclass(frozen=True, slots=True)

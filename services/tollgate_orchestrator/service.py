@@ -2,8 +2,9 @@
 
 Errors leave as gRPC statuses (UNAUTHENTICATED, INVALID_ARGUMENT, NOT_FOUND,
 RESOURCE_EXHAUSTED, UNAVAILABLE, ...) whose details are the OpenAI error JSON.
-``UpdateBudgets`` is for the operator: like every internal RPC it is protected by
-the network (loopback locally, NetworkPolicy and optional mTLS in the cluster).
+``UpdateBudgets`` is for the operator only (``CALLERS``, checked by
+tollgate_common.grpc.auth before the handler runs); ``Complete`` is public at the
+gRPC layer because the tenant's API key authenticates it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tollgate_common.budgets import DEFAULT_ACTION, PERIODS, validate_budget
+from tollgate_common.grpc.auth import PUBLIC, Allowed
 from tollgate_common.logging import request_id_var
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
@@ -28,6 +30,12 @@ if TYPE_CHECKING:  # the composition root imports the faces, not the reverse
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+
+# Who may call each method (docs/security.md H-3).
+CALLERS: dict[str, Allowed] = {
+    f"/{SERVICE_NAME}/Complete": PUBLIC,
+    f"/{SERVICE_NAME}/UpdateBudgets": frozenset({"operator"}),
+}
 
 GRPC_CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -96,7 +104,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
             raise AssertionError("unreachable") from None  # abort raises
         token = request_id_var.set(adm.request_id)
         try:
-            adm.tenant = gw.keys.tenant_for(_metadata(context, "authorization"))
+            adm.assign(gw.keys.tenant_for(_metadata(context, "authorization")))
             if len(request.request_json) > gw.settings.max_body_bytes:
                 raise ApiError(
                     413, "request_json is too large.", param="request_json", reason="size"

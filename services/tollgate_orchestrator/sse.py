@@ -18,18 +18,39 @@ COST_FIELD = "x_tollgate_cost_usd"  # added to the usage chunk: a stream has no 
 _REPLAY_PIECE = re.compile(r"\S+\s*|\s+")
 
 
+MAX_LINE_BYTES = 1024 * 1024
+
+
+class LineTooLong(ValueError):
+    """An SSE line past the cap: a protocol error, the stream ends."""
+
+
+class StreamStalled(Exception):
+    """A stream ran past its total duration (``duration``) or went without a data
+    payload for too long (``idle``; comments and keep-alives are not progress)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class LineSplitter:
-    """Bytes in, complete lines out (without their line ending)."""
+    """Bytes in, complete lines out (without their line ending); an unfinished line
+    may not grow past ``max_line`` bytes (``LineTooLong``)."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "max_line")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self._buf = b""
+        self.max_line = max_line
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf + data if self._buf else data
         lines = buf.split(b"\n")
         self._buf = lines.pop()
+        if len(self._buf) > self.max_line:
+            self._buf = b""
+            raise LineTooLong(f"an SSE line is longer than {self.max_line} bytes")
         return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
     @property

@@ -58,11 +58,14 @@ class LlmRequest:
     turns: int
     prompt_chars: int
     api: str = CHAT_API
+    # Prompt tokens beyond the message text: tools, tool calls, schemas, images, files.
+    est_extra_tokens: int = 0
 
     @property
     def est_prompt_tokens(self) -> int:
-        # ~4 characters per token plus OpenAI's few tokens of overhead per message.
-        return self.prompt_chars // 4 + 4 * self.turns + 3
+        # ~4 characters per token plus OpenAI's few tokens of overhead per message, plus
+        # everything else the upstream bills as prompt (the budget reservation, M-1).
+        return self.prompt_chars // 4 + self.est_extra_tokens + 4 * self.turns + 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,50 @@ _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
 FEATURE_TEXT_CHARS = 2000  # the router's classifier sees this much of a message, no more
 MAX_MODEL_CHARS = 256
+# The budget estimate of what is not message text (M-1): OpenAI bills tools, tool calls,
+# schemas and non-text parts as prompt tokens too. JSON is counted at ~4 characters per
+# token, like text. An image is OpenAI's high-detail cost of a 1024x1024 image (85 + 4
+# tiles x 170), or the fixed low-detail 85; a file sent by id has no size here, so it is
+# guessed at a few pages of text. Other parts (audio, inline files) count their JSON size.
+IMAGE_TOKENS = 765
+IMAGE_LOW_DETAIL_TOKENS = 85
+FILE_ID_TOKENS = 4096
+
+
+def _json_tokens(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value)) // 4
+    except (TypeError, orjson.JSONEncodeError):  # checked JSON only; never on a parsed body
+        return 0
+
+
+def _part_tokens(part: dict[str, Any]) -> int:
+    """Tokens of one non-text content part."""
+    kind = part["type"]
+    if kind == "image_url":
+        image = part.get("image_url")
+        low = isinstance(image, dict) and image.get("detail") == "low"
+        return IMAGE_LOW_DETAIL_TOKENS if low else IMAGE_TOKENS
+    if kind == "file":
+        file = part.get("file")
+        if isinstance(file, dict) and file.get("file_data") is None:
+            return FILE_ID_TOKENS
+    return _json_tokens(part)
+
+
+def _extra_tokens(msg: dict[str, Any]) -> int:
+    """Tokens of a message beyond its text: non-text parts, tool calls, name, refusal."""
+    n = 0
+    content = msg.get("content")
+    if isinstance(content, list):
+        n += sum(_part_tokens(p) for p in content if p["type"] != "text")
+    for name in ("tool_calls", "function_call"):
+        if msg.get(name) is not None:
+            n += _json_tokens(msg[name])
+    for name in ("name", "refusal"):
+        if isinstance(msg.get(name), str):
+            n += len(msg[name]) // 4 + 1
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +101,28 @@ def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+MAX_JSON_DEPTH = 64  # orjson parses 1024 levels but serialises only 255 (M-9)
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def decode_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         try:
             raw.decode("utf-8")
@@ -68,6 +131,9 @@ def decode_json(raw: bytes) -> Any:
         raise bad_request(
             None, f"We could not parse the JSON body of your request: {exc.msg}."
         ) from None
+    if _too_deep(data):
+        raise bad_request(None, f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return data
 
 
 def _text_of(content: Any) -> str:
@@ -101,8 +167,8 @@ def _check_content(where: str, role: str, msg: dict[str, Any]) -> None:
             )
 
 
-def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int]:
-    """(last user text, system text, turns, prompt chars)."""
+def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int, int]:
+    """(last user text, system text, turns, prompt chars, tokens beyond the text)."""
     if value is None:
         raise bad_request("messages", "Missing required parameter: 'messages'.")
     if not isinstance(value, list):
@@ -115,7 +181,7 @@ def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int]:
         )
     last_user = ""
     system: list[str] = []
-    chars = 0
+    chars = extra = 0
     for i, msg in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -131,12 +197,13 @@ def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int]:
             raise bad_request(f"{where}.tool_call_id", f"'{where}.tool_call_id' is required.")
         text = _text_of(msg.get("content"))
         chars += len(text)
+        extra += _extra_tokens(msg)
         if role == "user":
             last_user = text
         elif role in ("system", "developer") and sum(map(len, system)) < FEATURE_TEXT_CHARS:
             system.append(text)
     sys_text = "\n".join(system)[:FEATURE_TEXT_CHARS]
-    return last_user[-FEATURE_TEXT_CHARS:], sys_text, len(value), chars
+    return last_user[-FEATURE_TEXT_CHARS:], sys_text, len(value), chars, extra
 
 
 def _check_tools(value: Any) -> bool:
@@ -243,7 +310,7 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
         raise bad_request("model", "Missing required parameter: 'model'.")
     if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
         raise bad_request("model", "'model' must be a non-empty string.")
-    last_user, system, turns, chars = _check_messages(data.get("messages"), limits)
+    last_user, system, turns, chars, extra = _check_messages(data.get("messages"), limits)
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("stream", "'stream' must be a boolean.")
@@ -267,6 +334,13 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
     n = _check_misc(data, limits)
     rf = data.get("response_format")
     body = {k: v for k, v in data.items() if k in KNOWN_FIELDS}
+    # Definitions the upstream bills as prompt: tool schemas (and the legacy functions),
+    # the tool choice, a JSON schema.
+    for name in ("tools", "functions", "tool_choice"):
+        if body.get(name) is not None:
+            extra += _json_tokens(body[name])
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        extra += _json_tokens(rf)
     return LlmRequest(
         body=body,
         model=model.strip(),
@@ -280,6 +354,7 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
         system_text=system,
         turns=turns,
         prompt_chars=chars,
+        est_extra_tokens=extra,
     )
 
 

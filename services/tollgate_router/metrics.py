@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
 from tollgate_common.metrics import Children, Families
 from tollgate_common.policy import INTENTS, TIERS
 from tollgate_router.policy_store import PolicyState
 from tollgate_router.routing import FALLBACK_REASONS, Decision
 
 RELOAD_TRIGGERS = ("startup", "file", "rpc")
+# ``tollgate_router_policy_info`` labels come from a pushed document: bounded in length
+# and alphabet (L-11), so a policy cannot blow up a scrape or a TSDB index.
+MAX_VERSION_LABEL_CHARS = 64
+MAX_SOURCE_LABEL_CHARS = 160
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._:/@+=-]")
+
+
+def info_label(value: str, limit: int = MAX_VERSION_LABEL_CHARS) -> str:
+    """``value`` as a label: unsafe characters become ``_``, at most ``limit`` characters."""
+    return _LABEL_UNSAFE.sub("_", value[:limit])
+
+
+def info_labels(state: PolicyState) -> tuple[str, str]:
+    return info_label(state.version), info_label(state.source, MAX_SOURCE_LABEL_CHARS)
+
+
 RELOAD_RESULTS = ("success", "unchanged", "failure")
 
 
@@ -55,7 +73,10 @@ class RouterMetrics:
 
     def changed(self, old: PolicyState | None, new: PolicyState) -> None:
         # Exactly one series: the old labels go before the new ones appear.
-        if old is not None and (old.version, old.source) != (new.version, new.source):
-            self._info.remove(old.version, old.source)
-        self._info(new.version, new.source).set(1)
+        labels = info_labels(new)
+        if old is not None:
+            was = info_labels(old)
+            if was != labels:
+                self._info.remove(*was)
+        self._info(*labels).set(1)
         self._last_reload.set(new.loaded_at)

@@ -8,6 +8,7 @@ import time
 import grpc
 
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
+from tollgate_common.grpc.auth import Allowed
 from tollgate_common.logging import request_id_var
 from tollgate_common.policy import Policy, PolicyError
 from tollgate_router.classifier import MAX_TEXT_CHARS, Features
@@ -18,6 +19,14 @@ from tollgate_router.routing import ModelNotAllowed, RouteInput, UnknownModel, d
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
+# Who may call each method (checked by tollgate_common.grpc.auth; docs/security.md H-1).
+# The operator pushes policies; orchestrators route and follow the policy.
+CALLERS: dict[str, Allowed] = {
+    f"/{SERVICE_NAME}/Route": frozenset({"orchestrator"}),
+    f"/{SERVICE_NAME}/GetPolicy": frozenset({"orchestrator", "operator"}),
+    f"/{SERVICE_NAME}/UpdatePolicy": frozenset({"operator"}),
+}
 
 
 class InvalidInput(ValueError):

@@ -16,7 +16,7 @@ from tollgate_common.service import shutdown, wait_for_signal
 from tollgate_router.config import RouterSettings
 from tollgate_router.metrics import RouterMetrics
 from tollgate_router.policy_store import PolicyStore
-from tollgate_router.service import SERVICE_NAME, RouterService
+from tollgate_router.service import CALLERS, SERVICE_NAME, RouterService
 
 
 def build_store(settings: RouterSettings, metrics: RouterMetrics) -> PolicyStore:
@@ -37,7 +37,11 @@ async def start(settings: RouterSettings, store: PolicyStore, metrics: RouterMet
         return [SERVICE_NAME]
 
     return await start_grpc_server(
-        settings=settings, port=settings.grpc_port, families=metrics.families, register=register
+        settings=settings,
+        port=settings.grpc_port,
+        families=metrics.families,
+        register=register,
+        callers=CALLERS,
     )
 
 

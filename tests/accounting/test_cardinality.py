@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REQUESTS = 1000
 CONCURRENCY = 16
-KEYS = f"dev:{DEV_KEY},team-a:sk-team-a"
+KEYS = f"dev:{DEV_KEY},team-a:sk-team-a-0000000000000000000000000"
 POLICY = load_policy()
 # Growth allowed after the warm-up, in label sets (a histogram child counts once). A
 # bounded family can still meet a legitimate new combination (a status it had not
@@ -69,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def urls(stack: Stack) -> dict[str, str]:
     return {
-        "orchestrator": stack.base_url,
+        "orchestrator": stack.orchestrator_metrics_url,
         "router": f"http://127.0.0.1:{stack.ports.router_metrics}",
         "cache": f"http://127.0.0.1:{stack.ports.cache_metrics}",
     }
@@ -124,7 +124,7 @@ def junk_request(rng: random.Random) -> tuple[str, str, dict[str, str], bytes | 
         "metadata": {"customer": token},
         "max_tokens": 16,
     }
-    key = rng.choice([AUTH["authorization"], "Bearer sk-team-a"])
+    key = rng.choice([AUTH["authorization"], "Bearer sk-team-a-0000000000000000000000000"])
     return "POST", CHAT, {"authorization": key, **rid}, as_json(body), token
 
 
@@ -153,7 +153,7 @@ def warm_up(base: str) -> None:
     so the series they rightly create exist before the count starts."""
     asyncio.run(fire(base, 100, seed=1))
     with httpx2.Client(base_url=base, timeout=30) as c:
-        for key in (AUTH["authorization"], "Bearer sk-team-a"):
+        for key in (AUTH["authorization"], "Bearer sk-team-a-0000000000000000000000000"):
             for model in ("auto", "gpt-4o-mini"):
                 for prompt in PROMPTS:
                     for stream in (False, True):

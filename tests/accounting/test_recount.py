@@ -48,7 +48,7 @@ PUSHED = DEFAULT_POLICY_FILE.read_text().replace(
     1,
 )
 POLICY = parse_policy(PUSHED)
-SMALL_KEY = "sk-small-team"
+SMALL_KEY = "sk-small-team-0000000000000000000000000"
 TINY = 0.000001  # the first request of the small team spends it; the next are refused
 CONFIG = f"""
 orchestrator:
@@ -108,6 +108,7 @@ def push_policy(stack: Stack) -> None:
         router_pb2_grpc.RouterStub(ch).UpdatePolicy(
             router_pb2.UpdatePolicyRequest(policy_yaml=PUSHED, source="operator:test/recount"),
             timeout=5,
+            metadata=stack.caller_metadata("operator"),
         )
     c = OpenAI(base_url=stack.base_url + "/v1", api_key=DEV_KEY, max_retries=0)
     deadline = time.monotonic() + 15
@@ -242,7 +243,7 @@ def grpc_complete(stack: Stack) -> Answer:
 
 def urls(stack: Stack) -> dict[str, str]:
     return {
-        "orchestrator": stack.base_url,
+        "orchestrator": stack.orchestrator_metrics_url,
         "router": f"http://127.0.0.1:{stack.ports.router_metrics}",
         "cache": f"http://127.0.0.1:{stack.ports.cache_metrics}",
     }

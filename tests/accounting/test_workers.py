@@ -87,18 +87,19 @@ def test_each_replica_is_one_process_with_complete_metrics(
 
             await asyncio.gather(*(hit(b, i) for b, n in sent.items() for i in range(n)))
 
-    before = {b: scrape(b) for b in sent}
+    before = {b: scrape(stack.metrics_url(b)) for b in sent}
     asyncio.run(load())
     name = "tollgate_http_requests_total"
     for base, n in sent.items():
         for _ in range(3):  # every scrape, not one in N: there is one registry to read
-            m = scrape(base)
+            m = scrape(stack.metrics_url(base))
             got = total(m, name, route=ROUTE) - total(before[base], name, route=ROUTE)
             assert got == n, (base, got, n)
             assert total(m, "tollgate_llm_requests_total", outcome="success") >= n
             assert total(m, "process_cpu_seconds_total") > 0  # lost in multiprocess mode
-            assert total(m, "tollgate_http_requests_in_flight") == 1  # the scrape itself
+            assert total(m, "tollgate_http_requests_in_flight") == 0  # scraped off the API port
     after = sum(
-        total(scrape(b), name, route=ROUTE) - total(before[b], name, route=ROUTE) for b in sent
+        total(scrape(stack.metrics_url(b)), name, route=ROUTE) - total(before[b], name, route=ROUTE)
+        for b in sent
     )
     assert after == sum(sent.values())  # what Prometheus's sum() over replicas will show

@@ -37,7 +37,7 @@ RESPONSE = "CreateChatCompletionResponse"
 CHUNK = "CreateChatCompletionStreamResponse"
 REQUEST = "CreateChatCompletionRequest"
 ERROR = "ErrorResponse"
-BROKE_KEY = "sk-contract-broke"  # a tenant whose budget is 0: every request is a 429
+BROKE_KEY = "sk-contract-broke-" + "0" * 25  # a tenant whose budget is 0: every request is a 429
 WEATHER = {
     "type": "function",
     "function": {
@@ -245,6 +245,7 @@ def degraded_base(stack: tuple[Stack, CaptureProxy]) -> Iterator[str]:
         {
             "TOLLGATE_ROUTER_GRPC_PORT": str(grpc_port),
             "TOLLGATE_ROUTER_METRICS_PORT": str(free_port()),
+            "TOLLGATE_ROUTER_GRPC_CALLERS_FILE": str(s.callers_file),
         }
     )
     router: Proc = spawn(

@@ -65,8 +65,15 @@ def tool(name: str, venv: Path | None = None) -> str:
     return found
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/tmp/tollgate-helm-cache"}
+def helm(
+    *args: str, check: bool = True, kubeconfig: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Helm; without a cluster unless `kubeconfig` names one (tests/deploy/fake_kube.py)."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig) if kubeconfig else os.devnull,
+        "HELM_CACHE_HOME": "/tmp/tollgate-helm-cache",
+    }
     proc = subprocess.run(
         [helm_bin(), *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )

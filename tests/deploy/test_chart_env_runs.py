@@ -1,6 +1,6 @@
 """The env and files the chart renders are what the services accept: each container of
 the rendered Deployments is started as a real process with exactly that env, its
-ConfigMaps and Secret written where the pod would mount them (rewritten into a temp
+ConfigMaps and Secrets written where the pod would mount them (rewritten into a temp
 folder), listeners moved to free loopback ports. Its own probes must then pass, and a
 completion must go through with the key from the mounted keys file.
 
@@ -8,6 +8,7 @@ The operator is left out: it needs a Kubernetes API (its own tests use kmock).""
 
 from __future__ import annotations
 
+import base64
 import sys
 import urllib.request
 from pathlib import Path
@@ -21,7 +22,7 @@ from tools.stack import Proc, base_env, free_port, spawn, wait_grpc, wait_http
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ORDER = ("simulator", "router", "cache", "orchestrator")
-KEY = "sk-tollgate-chart-env-test"
+KEY = "sk-tollgate-chart-env-test-0123456789abcdef"
 
 
 def _mounts(
@@ -42,7 +43,15 @@ def _mounts(
                 for key, text in cm["data"].items():
                     (folder / key).write_text(text)
         elif "secret" in vol:
-            (folder / "api-keys.yaml").write_text(f"e2e: {KEY}\n")
+            name = vol["secret"]["secretName"]
+            rendered = [s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == name]
+            if rendered:  # the chart's own (the gRPC tokens and their digests)
+                data = rendered[0]["data"]
+                for item in vol["secret"]["items"]:
+                    (folder / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+            else:  # a Secret the user creates: only the API keys
+                assert m["name"] == "api-keys", f"unexpected Secret volume {m['name']}"
+                (folder / "api-keys.yaml").write_text(f"e2e: {KEY}\n")
         out[m["mountPath"]] = folder
     return out
 
@@ -80,6 +89,29 @@ def _wait_ready(proc: Proc, container: dict[str, Any], ports: dict[str, int]) ->
         url = f"http://127.0.0.1:{ports[live['port']]}{live['path']}"
         with urllib.request.urlopen(url, timeout=5) as r:
             assert r.status == 200
+
+
+def _control_plane_takes_only_the_rendered_tokens(docs: list[Manifest], router_port: int) -> None:
+    """The router started from the rendered env refuses a control RPC without a caller
+    token or with a made-up one, and answers the operator's token from the rendered Secret."""
+    import grpc
+
+    from tollgate.router.v1 import router_pb2, router_pb2_grpc
+
+    secret = by_name(docs, "Secret", "-grpc-tokens")
+    token = base64.b64decode(secret["data"]["operator"]).decode()
+    with grpc.insecure_channel(f"127.0.0.1:{router_port}") as ch:
+        stub = router_pb2_grpc.RouterStub(ch)
+        for metadata in ((), (("x-tollgate-caller-token", "x" * 48),)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetPolicy(router_pb2.GetPolicyRequest(), metadata=metadata, timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
+        answer = stub.GetPolicy(
+            router_pb2.GetPolicyRequest(),
+            metadata=(("x-tollgate-caller-token", token),),
+            timeout=5,
+        )
+        assert answer.ListFields()
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
@@ -131,6 +163,7 @@ def test_rendered_env_starts_every_service(
         assert raw.headers["x-tollgate-model"]
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).models.list()
+        _control_plane_takes_only_the_rendered_tokens(docs, ports["router"]["grpc"])
     finally:
         for p in reversed(procs):
             p.stop()

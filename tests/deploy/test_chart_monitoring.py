@@ -114,7 +114,30 @@ def test_service_monitor_per_component_with_metrics(default_render: list[Manifes
             "targetLabel": "job",
             "replacement": f"tollgate-{comp}",
         } in endpoint["relabelings"]
-    assert sms["orchestrator"]["spec"]["endpoints"][0]["port"] == "http"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_orchestrator_metrics_are_off_the_api_port(
+    renders: dict[str, list[Manifest]], name: str
+) -> None:
+    """M-4: the ServiceMonitor scrapes the orchestrator's own metrics port, which its env
+    names, never the public API port; the API keeps its Service port for clients."""
+    docs = renders[name]
+    dep = by_name(docs, "Deployment", "-orchestrator")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert ports["metrics"] != ports["http"]
+    assert env["TOLLGATE_ORCHESTRATOR_METRICS_PORT"] == str(ports["metrics"])
+    assert env["TOLLGATE_ORCHESTRATOR_HTTP_PORT"] == str(ports["http"])
+    assert "TOLLGATE_ORCHESTRATOR_METRICS_ON_API_PORT" not in env
+    svc = by_name(docs, "Service", "-orchestrator")
+    svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert svc_ports["http"]["targetPort"] == "http"  # clients still reach the API
+    assert svc_ports["metrics"]["targetPort"] == "metrics"
+    for sm in of_kind(docs, "ServiceMonitor"):
+        if component(sm) == "orchestrator":
+            assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"]
 
 
 def test_additional_labels_reach_prometheus_selectors(renders: dict[str, list[Manifest]]) -> None:

@@ -26,6 +26,14 @@ from tests.deploy.conftest import VALUE_SETS
 SETS = sorted(VALUE_SETS)
 
 
+def _values(name: str) -> dict[str, Any]:
+    """The values files of a values set, merged shallowly enough for the keys used here."""
+    out: dict[str, Any] = {}
+    for f in VALUE_SETS[name]:
+        out.update(yaml.safe_load(f.read_text()) or {})
+    return out
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_every_pod_is_locked_down(renders: dict[str, list[Manifest]], name: str) -> None:
     pods = pod_specs(renders[name])
@@ -65,14 +73,17 @@ def test_only_the_operator_gets_a_token(renders: dict[str, list[Manifest]], name
 
 @pytest.mark.parametrize("name", SETS)
 def test_probes(renders: dict[str, list[Manifest]], name: str) -> None:
-    """Native gRPC probes on the gRPC services' plaintext ports, HTTP for the rest."""
+    """Native gRPC probes on the gRPC services' plaintext ports (a TCP connect when they
+    serve TLS: the kubelet's gRPC probe cannot speak it), HTTP for the rest."""
+    tls = bool(_values(name).get("grpc", {}).get("tls", {}).get("enabled"))
     for dep in of_kind(renders[name], "Deployment"):
         c = dep["spec"]["template"]["spec"]["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             p = c[probe]
             if component(dep) in ("router", "cache"):
-                assert p["grpc"]["port"] == ports["grpc"], (dep["metadata"]["name"], probe)
+                action = p["tcpSocket"] if tls else p["grpc"]
+                assert action["port"] == ports["grpc"], (dep["metadata"]["name"], probe)
             else:
                 assert p["httpGet"]["port"] in ports, (dep["metadata"]["name"], probe)
         if component(dep) == "orchestrator":
@@ -151,7 +162,7 @@ def test_operator_rbac_is_minimal(default_render: list[Manifest]) -> None:
     want = {
         *{("tollgate.dev", r, v) for r in crs for v in ("get", "list", "watch", "patch")},
         *{("tollgate.dev", f"{r}/status", v) for r in crs for v in ("get", "patch")},
-        *{("", "configmaps", v) for v in ("get", "create", "patch")},
+        *{("", "configmaps", v) for v in ("get", "create", "patch")},  # by name: below
         *{
             ("monitoring.coreos.com", "prometheusrules", v)
             for v in ("get", "create", "patch", "delete")
@@ -160,6 +171,12 @@ def test_operator_rbac_is_minimal(default_render: list[Manifest]) -> None:
         ("", "events", "create"),
     }
     assert _rules(role) == want
+    assert _configmap_rules(role) == {
+        ("tg-tollgate-policy-override", "get"),
+        ("tg-tollgate-policy-override", "patch"),
+        ("tg-tollgate-policy", "get"),
+        (None, "create"),
+    }
     assert not of_kind(default_render, "ClusterRole")
     assert not of_kind(default_render, "ClusterRoleBinding")
     op_sa = by_name(default_render, "Deployment", "-operator")["spec"]["template"]["spec"][
@@ -168,6 +185,36 @@ def test_operator_rbac_is_minimal(default_render: list[Manifest]) -> None:
     binding = by_name(default_render, "RoleBinding", "-operator")
     assert [s["name"] for s in binding["subjects"]] == [op_sa]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def _configmap_rules(role: Manifest) -> set[tuple[str | None, str]]:
+    """(resourceName or None for any, verb) of every rule on ConfigMaps."""
+    out: set[tuple[str | None, str]] = set()
+    for r in role["rules"]:
+        if "" in r["apiGroups"] and "configmaps" in r["resources"]:
+            names = r.get("resourceNames") or [None]
+            out |= {(n, v) for n in names for v in r["verbs"]}
+    return out
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_operator_cannot_modify_the_config_configmap(
+    renders: dict[str, list[Manifest]], name: str
+) -> None:
+    """M-7: the operator may change only the policy override ConfigMap it writes. It can
+    create ConfigMaps (Kubernetes cannot restrict create by name) but not update, patch or
+    delete any other, so <fullname>-config (every service's settings file) is out of reach."""
+    docs = renders[name]
+    role = by_name(docs, "Role", "-operator")
+    config = by_name(docs, "ConfigMap", "-config")["metadata"]["name"]
+    op = by_name(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in op["env"]}
+    rules = _configmap_rules(role)
+    writes = {(n, v) for n, v in rules if v in ("update", "patch", "delete", "deletecollection")}
+    assert writes == {(env["TOLLGATE_OPERATOR_POLICY_CONFIGMAP"], "patch")}
+    assert not {v for n, v in rules if n is None} - {"create"}  # no unrestricted read or write
+    assert config not in {n for n, _ in rules}
+    assert not [(n, v) for n, v in rules if v in ("list", "watch")]
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -269,6 +316,8 @@ def test_network_policies_let_only_the_orchestrator_take_outside_traffic(
     assert _ingress_for(docs, orch, oports["http"]) is None  # the API is the way in
     peers = _ingress_for(docs, orch, oports["grpc"])
     assert peers is not None and _component_peers(peers) == {"operator"}
+    peers = _ingress_for(docs, orch, oports["metrics"])  # M-4: tenant spend, Prometheus only
+    assert peers is not None and _from_prometheus(peers) and not _component_peers(peers)
 
     op, opports = _pod(docs, "operator")
     assert _ingress_for(docs, op, opports["health"]) == []  # kubelet probes only
@@ -276,13 +325,19 @@ def test_network_policies_let_only_the_orchestrator_take_outside_traffic(
     assert peers is not None and _from_prometheus(peers)
 
 
-def test_restricted_api_still_lets_prometheus_scrape(renders: dict[str, list[Manifest]]) -> None:
+def test_restricted_api_lets_prometheus_scrape_only_the_metrics_port(
+    renders: dict[str, list[Manifest]],
+) -> None:
+    """M-4: the API peers reach the API, Prometheus reaches /metrics on its own port."""
     docs = renders["production-values"]
     orch, ports = _pod(docs, "orchestrator")
     peers = _ingress_for(docs, orch, ports["http"])
     assert peers is not None
-    assert _from_prometheus(peers)
+    assert not _from_prometheus(peers)
     assert any("namespaceSelector" in p and "podSelector" not in p for p in peers)
+    peers = _ingress_for(docs, orch, ports["metrics"])
+    assert peers is not None and _from_prometheus(peers) and not _component_peers(peers)
+    assert not any("namespaceSelector" in p and "podSelector" not in p for p in peers)
 
 
 def test_simulator_takes_traffic_from_the_orchestrator_only(
@@ -358,7 +413,13 @@ def test_no_secret_in_a_configmap(renders: dict[str, list[Manifest]], name: str)
         for key, text in cm.get("data", {}).items():
             parsed = yaml.safe_load(text) if key.endswith((".yaml", ".yml", ".json")) else text
             assert _secret_findings(parsed) == [], (cm["metadata"]["name"], key)
-    assert of_kind(renders[name], "Secret") == []  # the chart only references Secrets
+    # The chart generates only the gRPC caller tokens and their digests (grpc.auth=token)
+    # and the orchestrators' cache signing key.
+    secrets = {s["metadata"]["name"] for s in of_kind(renders[name], "Secret")}
+    mtls = _values(name).get("grpc", {}).get("auth") == "mtls"
+    prefix = "gw" if name == "minimal-values" else "tg-tollgate"
+    tokens = set() if mtls else {f"{prefix}-grpc-tokens", f"{prefix}-grpc-callers"}
+    assert secrets == {*tokens, f"{prefix}-cache-signing"}
 
 
 def test_keys_come_from_secrets_by_reference(renders: dict[str, list[Manifest]]) -> None:
@@ -369,9 +430,10 @@ def test_keys_come_from_secrets_by_reference(renders: dict[str, list[Manifest]])
         "name": "openai",
         "key": "api-key",
     }
-    assert env["TOLLGATE_ORCHESTRATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == (
-        "tollgate-redis"
-    )
+    assert env["TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "tollgate-budget-redis",
+        "key": "url",
+    }
     keys_vol = next(v for v in orch["volumes"] if v["name"] == "api-keys")
     assert keys_vol["secret"]["secretName"] == "tollgate-gateway-keys"
     assert keys_vol["secret"]["items"] == [{"key": "keys.yaml", "path": "api-keys.yaml"}]

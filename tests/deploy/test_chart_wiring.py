@@ -142,7 +142,8 @@ def test_kind_values_wire_the_simulator_and_redis(renders: dict[str, list[Manife
     _, orch = _container(docs, "orchestrator")
     env = _env(orch)
     assert env["TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL"] == "http://tg-tollgate-simulator:8090/v1"
-    assert env["TOLLGATE_ORCHESTRATOR_REDIS_URL"] == "redis://tollgate-redis:6379/0"
+    # Budget counters have their own Redis, never the cache's (H-6).
+    assert env["TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL"] == "redis://tollgate-budget-redis:6379/0"
     _, cache = _container(docs, "cache")
     cenv = _env(cache)
     assert cenv["TOLLGATE_CACHE_BACKEND"] == "redis"
@@ -153,7 +154,7 @@ def test_kind_values_wire_the_simulator_and_redis(renders: dict[str, list[Manife
 def test_default_has_no_upstream_override_and_no_redis(default_render: list[Manifest]) -> None:
     env = _env(_container(default_render, "orchestrator")[1])
     assert "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL" not in env
-    assert "TOLLGATE_ORCHESTRATOR_REDIS_URL" not in env
+    assert "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL" not in env
     assert _env(_container(default_render, "cache")[1])["TOLLGATE_CACHE_BACKEND"] == "memory"
 
 

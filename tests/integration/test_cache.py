@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,7 +40,8 @@ class CacheClient:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{stack.ports.cache}")
+        # Lookup and Store are the orchestrator's (tollgate_cache.service.CALLERS).
+        self.channel = stack.caller_channel(stack.ports.cache, "orchestrator")
         self.stub: Any = cache_pb2_grpc.CacheStub(self.channel)
 
     def lookup(self, k: str) -> Any:

@@ -279,6 +279,8 @@ def start_gateway_without_upstream_key(stack: Stack, name: str, mock_url: str) -
             "TOLLGATE_ORCHESTRATOR_ROUTER_ADDR": f"127.0.0.1:{stack.ports.router}",
             "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{stack.ports.cache}",
             "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": f"{mock_url}/v1",
+            "TOLLGATE_ORCHESTRATOR_GRPC_CALLERS_FILE": str(stack.callers_file),
+            "TOLLGATE_ORCHESTRATOR_GRPC_TOKEN_FILE": str(stack.token_file("orchestrator")),
         }
     )
     env.pop("TOLLGATE_ORCHESTRATOR_UPSTREAM_API_KEY", None)

@@ -235,7 +235,7 @@ def test_caller_redis_settings_reach_the_cache(
 
 
 def test_caller_api_keys_are_used_and_named_without_values(make_run: RunFactory) -> None:
-    key = "sk-test-" + secrets.token_urlsafe(12)
+    key = "sk-test-" + secrets.token_urlsafe(32)
     http = free_port()
     # TOLLGATE_HTTP_PORT, the older knob, still moves the API port.
     run, _ = make_run(
@@ -264,7 +264,7 @@ def test_a_signal_stops_every_process_and_frees_every_port(
     state = run.wait_up()
     ports = list(state["ports"].values())
     pids = [s["pid"] for s in state["services"].values()]
-    assert len(ports) == 7 and all(listening(p) for p in ports)
+    assert len(ports) == 8 and all(listening(p) for p in ports)
     assert 8080 not in ports and 50051 not in ports
 
     os.kill(run.popen.pid, sig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import secrets
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ import yaml
 
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.policy import DEFAULT_POLICY_FILE, INTENTS, TIERS, parse_policy
-from tools.stack import Proc, Stack, base_env, free_port, spawn
+from tools.stack import CALLER_NAMES, TOKEN_HEADER, Proc, Stack, base_env, free_port, spawn
 
 pytestmark = [pytest.mark.integration]
 
@@ -165,12 +166,26 @@ async def eventually(check: Callable[[], Any], what: str, within: float = 30.0) 
 
 # --- the operator process ------------------------------------------------------------------------
 
+# One set of caller tokens for every stack of this module, so that the operator's one
+# token is accepted by every router and orchestrator it pushes to.
+TOKENS = {name: secrets.token_urlsafe(32) for name in CALLER_NAMES}
+
+
+def token_metadata(caller: str) -> tuple[tuple[str, str], ...]:
+    return ((TOKEN_HEADER, TOKENS[caller]),)
+
 
 class Operator:
     def __init__(self, name: str, kubeconfig: Path, log_dir: Path, env: dict[str, str]) -> None:
         self.name, self.kubeconfig, self.log_dir, self.env = name, kubeconfig, log_dir, env
         self.health_port = self.metrics_port = 0
         self.proc: Proc | None = None
+
+    def _token_file(self) -> Path:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / f"{self.name}.token"
+        path.write_text(TOKENS["operator"] + "\n")
+        return path
 
     async def start(self, cluster: Cluster) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
@@ -185,6 +200,7 @@ class Operator:
                 "TOLLGATE_OPERATOR_BASE_POLICY_CONFIGMAP": BASE_CM,
                 "TOLLGATE_OPERATOR_RULE_LABELS": '{"release": "kps"}',
                 "TOLLGATE_OPERATOR_PUSH_TIMEOUT_SECONDS": "3",
+                "TOLLGATE_OPERATOR_GRPC_TOKEN_FILE": str(self._token_file()),
                 "TOLLGATE_LOG_LEVEL": "INFO",
                 **self.env,
             }
@@ -297,7 +313,7 @@ def routers(tmp_path: Path) -> Iterator[list[Stack]]:
 
 async def start_routers(stacks: list[Stack], tmp_path: Path, n: int) -> list[int]:
     for i in range(n):
-        s = Stack(log_dir=tmp_path / f"router{i}")
+        s = Stack(log_dir=tmp_path / f"router{i}", tokens=TOKENS)
         stacks.append(s)
         await asyncio.to_thread(s.start_router)
     return [s.ports.router for s in stacks]
@@ -347,6 +363,7 @@ async def route(port: int, text: str = "Please write a short poem about the sea.
                 ),
             ),
             timeout=5,
+            metadata=token_metadata("orchestrator"),
         )
     return str(resp.chain[0].name)
 
@@ -354,7 +371,7 @@ async def route(port: int, text: str = "Please write a short poem about the sea.
 async def router_policy(port: int) -> router_pb2.GetPolicyResponse:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         resp: router_pb2.GetPolicyResponse = await router_pb2_grpc.RouterStub(ch).GetPolicy(
-            router_pb2.GetPolicyRequest(), timeout=5
+            router_pb2.GetPolicyRequest(), timeout=5, metadata=token_metadata("operator")
         )
     return resp
 
@@ -655,7 +672,7 @@ async def test_budget_applies_without_the_prometheus_operator(
 
 def budget_limits(stack: Stack) -> dict[tuple[str, str], float]:
     """The orchestrator's ``tollgate_budget_limit_usd`` series: the budgets it enforces."""
-    with urllib.request.urlopen(f"{stack.base_url}/metrics", timeout=2) as resp:
+    with urllib.request.urlopen(stack.orchestrator_metrics_url, timeout=2) as resp:
         text = resp.read().decode()
     out = {}
     for line in text.splitlines():
@@ -672,7 +689,9 @@ async def test_budgets_reach_a_real_orchestrator(
     operator_factory: Callable[..., Operator],
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory(orch_env={"TOLLGATE_ORCHESTRATOR_API_KEYS": "team-a:sk-test-a"})
+    stack = stack_factory(
+        orch_env={"TOLLGATE_ORCHESTRATOR_API_KEYS": "team-a:sk-test-a-" + "0" * 25}, tokens=TOKENS
+    )
     await asyncio.to_thread(stack.start)
     await publish_endpoints(cluster, "tollgate-orchestrator", [stack.ports.orch_grpc])
     op = operator_factory(TOLLGATE_OPERATOR_RESYNC_SECONDS="0.5")

@@ -89,7 +89,8 @@ async def client(stack: Stack) -> AsyncIterator[AsyncOpenAI]:
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+    """``url`` is an orchestrator's metrics URL (``Stack.metrics_url``), off its API port."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -221,13 +222,13 @@ async def test_429_with_retry_after_is_retried_then_succeeds(
         "/_sim/faults",
         {"model": "gpt-4.1-mini", "status": 429, "count": 1, "retry_after": 1},
     )
-    before = scrape(stack.base_url)
+    before = scrape(stack.orchestrator_metrics_url)
     r = await client.chat.completions.with_raw_response.create(
         model="gpt-4.1-mini", messages=msgs("hello")
     )
     assert r.headers["x-tollgate-model"] == "gpt-4.1-mini"  # retried, not fallen back
     assert calls(stack, "gpt-4.1-mini") == 2
-    after = scrape(stack.base_url)
+    after = scrape(stack.orchestrator_metrics_url)
     name = "tollgate_llm_retries_total"
     assert total(after, name, reason="rate_limit") - total(before, name, reason="rate_limit") == 1
 
@@ -243,7 +244,7 @@ async def test_fallback_after_500s_on_the_primary(stack: Stack, client: AsyncOpe
     assert calls(stack, "gpt-4.1") == 2  # the attempts per model, then the next in the chain
     assert calls(stack, served) == 1
     fallbacks = total(
-        scrape(stack.base_url),
+        scrape(stack.orchestrator_metrics_url),
         "tollgate_llm_fallbacks_total",
         from_model="gpt-4.1",
         to_model=served,
@@ -272,7 +273,7 @@ async def test_breaker_opens_and_skips_the_model(stack: Stack, breaker_url: str)
     await c.close()
     assert "gpt-4.1-nano" not in served
     assert calls(stack, "gpt-4.1-nano") == 2  # two failures opened it; then it was skipped
-    m = scrape(breaker_url)
+    m = scrape(stack.metrics_url(breaker_url))
     labels = (("model", "gpt-4.1-nano"), ("provider", "openai"))
     assert m[("tollgate_circuit_breaker_state", labels)] == 2
     assert m[("tollgate_circuit_breaker_opens_total", labels)] == 1
@@ -306,7 +307,7 @@ async def test_mid_stream_failure_ends_with_an_error_event(
 
 
 async def test_client_disconnect_mid_stream_stops_the_upstream(stack: Stack) -> None:
-    before = scrape(stack.base_url)
+    before = scrape(stack.orchestrator_metrics_url)
     async with httpx2.AsyncClient(timeout=30) as h:  # noqa: SIM117
         async with h.stream(
             "POST",
@@ -327,7 +328,7 @@ async def test_client_disconnect_mid_stream_stops_the_upstream(stack: Stack) -> 
     name = "tollgate_llm_streams_total"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        after = scrape(stack.base_url)
+        after = scrape(stack.orchestrator_metrics_url)
         if total(after, name, outcome="client_disconnect") > total(
             before, name, outcome="client_disconnect"
         ):
@@ -372,7 +373,7 @@ async def test_grpc_complete_and_its_statuses(stack: Stack) -> None:
 async def test_cost_and_token_counters_match_what_clients_were_told(
     stack: Stack, client: AsyncOpenAI
 ) -> None:
-    before = scrape(stack.base_url)
+    before = scrape(stack.orchestrator_metrics_url)
     told_cost = 0.0
     told = {"prompt": 0, "completion": 0}
     for i, text in enumerate((SMALL_TALK, CODE_PROMPT, "Translate 'good night' to German.")):
@@ -395,7 +396,7 @@ async def test_cost_and_token_counters_match_what_clients_were_told(
                 told_cost += chunk.model_extra["x_tollgate_cost_usd"]  # type: ignore[index]
                 told["prompt"] += chunk.usage.prompt_tokens
                 told["completion"] += chunk.usage.completion_tokens
-    after = scrape(stack.base_url)
+    after = scrape(stack.orchestrator_metrics_url)
     name = "tollgate_llm_cost_usd_total"
     assert total(after, name) - total(before, name) == pytest.approx(told_cost, abs=1e-9)
     for kind, n in told.items():
@@ -406,15 +407,16 @@ async def test_cost_and_token_counters_match_what_clients_were_told(
 def test_one_worker_counts_every_request_on_every_scrape(stack: Stack) -> None:
     """One uvicorn worker per process (server.py says why): no scrape undercounts."""
     name = "tollgate_http_requests_total"
-    before = total(scrape(stack.base_url), name, route="/healthz")
+    before = total(scrape(stack.orchestrator_metrics_url), name, route="/healthz")
     for _ in range(25):
         urllib.request.urlopen(stack.base_url + "/healthz", timeout=5).close()
-    seen = {total(scrape(stack.base_url), name, route="/healthz") - before for _ in range(5)}
+    url = stack.orchestrator_metrics_url
+    seen = {total(scrape(url), name, route="/healthz") - before for _ in range(5)}
     assert seen == {25}
 
 
 def test_every_metrics_endpoint_answers(stack: Stack) -> None:
-    with urllib.request.urlopen(stack.base_url + "/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(stack.orchestrator_metrics_url, timeout=5) as resp:
         text = resp.read().decode()
     for needle in (
         "http_requests_total",

@@ -15,12 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tollgate_common.policy import load_policy
-from tools.stack import Stack
+from tools.stack import DEV_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
 POLICY = load_policy()
-KEYS = "reject-team:sk-reject,down-team:sk-down,free-team:sk-free"
+REJECT, DOWN, FREE = (f"sk-{name}-" + "0" * 25 for name in ("reject", "down", "free"))
+KEYS = f"reject-team:{REJECT},down-team:{DOWN},free-team:{FREE}"
 TINY = 0.000001  # one request spends it
 BUDGETS = [
     {"tenant": "reject-team", "period": "day", "limit_usd": TINY, "action": "reject"},
@@ -57,7 +58,7 @@ def ask(stack: Stack, key: str, text: str = "hello") -> Any:
 
 
 def metric(stack: Stack, name: str, **labels: str) -> float | None:
-    with urllib.request.urlopen(stack.base_url + "/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(stack.orchestrator_metrics_url, timeout=5) as resp:
         text = resp.read().decode()
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -67,9 +68,9 @@ def metric(stack: Stack, name: str, **labels: str) -> float | None:
 
 
 def test_over_budget_is_rejected_with_insufficient_quota(stack: Stack) -> None:
-    assert ask(stack, "sk-reject").parse().choices  # under the limit: admitted
+    assert ask(stack, REJECT).parse().choices  # under the limit: admitted
     with pytest.raises(openai.RateLimitError) as info:
-        ask(stack, "sk-reject")
+        ask(stack, REJECT)
     err = info.value
     assert err.code == "insufficient_quota"
     assert err.response.headers["x-should-retry"] == "false"
@@ -88,13 +89,13 @@ def test_over_budget_is_rejected_with_insufficient_quota(stack: Stack) -> None:
     spent = metric(stack, "tollgate_budget_spent_usd", tenant="reject-team", period="day")
     assert spent is not None and spent > TINY
     assert metric(stack, "tollgate_budget_remaining_usd", tenant="reject-team", period="day") == 0
-    assert ask(stack, "sk-free").parse().choices  # other tenants are not affected
+    assert ask(stack, FREE).parse().choices  # other tenants are not affected
 
 
 def test_over_budget_downgrades_to_the_cheapest_tier(stack: Stack) -> None:
-    first = ask(stack, "sk-down", CODE)
+    first = ask(stack, DOWN, CODE)
     assert first.headers["x-tollgate-tier"] != "small"
-    second = ask(stack, "sk-down", CODE)
+    second = ask(stack, DOWN, CODE)
     assert second.headers["x-tollgate-tier"] == "small"
     assert second.headers["x-tollgate-model"] == POLICY.routes["code"]["small"][0]
     assert (
@@ -112,29 +113,36 @@ def test_over_budget_downgrades_to_the_cheapest_tier(stack: Stack) -> None:
 def test_update_budgets_applies_at_runtime(stack: Stack) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{stack.ports.orch_grpc}") as ch:
         stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+        md = stack.caller_metadata("operator")
         bad = orchestrator_pb2.Budget(tenant="free-team", period="week", limit_usd=1)
         with pytest.raises(grpc.RpcError) as info:
-            stub.UpdateBudgets(orchestrator_pb2.UpdateBudgetsRequest(budgets=[bad]), timeout=5)
+            stub.UpdateBudgets(
+                orchestrator_pb2.UpdateBudgetsRequest(budgets=[bad]), timeout=5, metadata=md
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "budgets[0].period" in (info.value.details() or "")
 
         zero = orchestrator_pb2.Budget(
             tenant="free-team", period="day", limit_usd=0, action="reject", source="test"
         )
-        resp = stub.UpdateBudgets(orchestrator_pb2.UpdateBudgetsRequest(budgets=[zero]), timeout=5)
+        resp = stub.UpdateBudgets(
+            orchestrator_pb2.UpdateBudgetsRequest(budgets=[zero]), timeout=5, metadata=md
+        )
         assert resp.applied == 1
         with pytest.raises(openai.RateLimitError):
-            ask(stack, "sk-free")
+            ask(stack, FREE)
         ref = orchestrator_pb2.BudgetRef(tenant="free-team", period="day")
-        resp = stub.UpdateBudgets(orchestrator_pb2.UpdateBudgetsRequest(removed=[ref]), timeout=5)
+        resp = stub.UpdateBudgets(
+            orchestrator_pb2.UpdateBudgetsRequest(removed=[ref]), timeout=5, metadata=md
+        )
         assert resp.applied == 1
-    assert ask(stack, "sk-free").parse().choices
+    assert ask(stack, FREE).parse().choices
     assert metric(stack, "tollgate_budget_limit_usd", tenant="free-team", period="day") is None
     # The configured budgets are still in force.
     with pytest.raises(openai.RateLimitError):
-        ask(stack, "sk-reject")
+        ask(stack, REJECT)
 
 
 def test_unknown_tenant_key_is_401_not_a_budget(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
-        ask(stack, "sk-tollgate-dev")  # keys are configured: the dev key is gone
+        ask(stack, DEV_KEY)  # keys are configured: the dev key is gone

@@ -37,9 +37,10 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def metric(url: str, name: str, **labels: str) -> float:
+    """A sum of samples from ``url``, an orchestrator's metrics URL (``Stack.metrics_url``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = get(url + "/metrics")[1].decode()
+    text = get(url)[1].decode()
     return sum(
         s.value
         for fam in text_string_to_metric_families(text)
@@ -67,6 +68,7 @@ def stack(stack_factory: Any) -> Iterator[Stack]:
 
 def test_router_and_cache_frozen_then_killed(stack: Stack) -> None:
     base = stack.base_url
+    metrics = stack.orchestrator_metrics_url
     router, cache = stack.procs["router"], stack.procs["cache"]
     try:
         router.signal(signal.SIGSTOP)  # accepts connections, never answers
@@ -82,8 +84,8 @@ def test_router_and_cache_frozen_then_killed(stack: Stack) -> None:
     finally:
         router.signal(signal.SIGCONT)
         cache.signal(signal.SIGCONT)
-    assert metric(base, "tollgate_degraded_total", dependency="router", reason="timeout") >= 1
-    assert metric(base, "tollgate_degraded_total", dependency="cache", reason="timeout") >= 1
+    assert metric(metrics, "tollgate_degraded_total", dependency="router", reason="timeout") >= 1
+    assert metric(metrics, "tollgate_degraded_total", dependency="cache", reason="timeout") >= 1
 
     router.signal(signal.SIGKILL)
     cache.signal(signal.SIGKILL)
@@ -97,8 +99,8 @@ def test_router_and_cache_frozen_then_killed(stack: Stack) -> None:
         OpenAI(base_url=base + "/v1", api_key=DEV_KEY, max_retries=0).chat.completions.create(
             model="gpt-17", messages=[{"role": "user", "content": "x"}]
         )
-    assert metric(base, "tollgate_degraded_total", dependency="router") >= 5
-    assert metric(base, "tollgate_dependency_up", dependency="router") == 0
+    assert metric(metrics, "tollgate_degraded_total", dependency="router") >= 5
+    assert metric(metrics, "tollgate_dependency_up", dependency="router") == 0
     status, body = get(base + "/readyz")  # degraded, not unready: requests still succeed
     assert status == 200
     assert orjson.loads(body)["dependencies"] == {"cache": "down", "router": "down"}
@@ -146,26 +148,29 @@ def test_budget_store_refused_or_frozen_follows_the_policy(
     s.start_router()
     s.start_cache()
     common = {"TOLLGATE_ORCHESTRATOR_BUDGETS": BUDGET}
+    allow = {"TOLLGATE_ORCHESTRATOR_BUDGET_UNCHECKED_POLICY": "allow"}  # refuse is the default
     allow_port, frozen_port, refuse_port = free_port(), free_port(), free_port()
     s.start_orchestrator(
         "allow",
         allow_port,
         free_port(),
-        TOLLGATE_ORCHESTRATOR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         **common,
+        **allow,
     )
     s.start_orchestrator(
         "frozen",
         frozen_port,
         free_port(),
-        TOLLGATE_ORCHESTRATOR_REDIS_URL=f"redis://127.0.0.1:{black_hole.port}/0",
+        TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL=f"redis://127.0.0.1:{black_hole.port}/0",
         **common,
+        **allow,
     )
     s.start_orchestrator(
         "refuse",
         refuse_port,
         free_port(),
-        TOLLGATE_ORCHESTRATOR_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         TOLLGATE_ORCHESTRATOR_BUDGET_UNCHECKED_POLICY="refuse",
         **common,
     )
@@ -175,13 +180,14 @@ def test_budget_store_refused_or_frozen_follows_the_policy(
             started = time.monotonic()
             assert chat(base).parse().choices
             assert time.monotonic() - started < BOUND
-        unchecked = metric(base, "tollgate_budget_actions_total", tenant="dev", action="unchecked")
+        url = s.metrics_url(base)
+        unchecked = metric(url, "tollgate_budget_actions_total", tenant="dev", action="unchecked")
         assert unchecked == 4  # allowed, and never silently
     base = f"http://127.0.0.1:{refuse_port}"
-    with pytest.raises(openai.InternalServerError) as info:
+    with pytest.raises(openai.RateLimitError) as info:
         OpenAI(base_url=base + "/v1", api_key=DEV_KEY, max_retries=0).chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "x"}]
         )
-    assert info.value.status_code == 503
+    assert info.value.status_code == 429  # fail closed (H-6)
     assert info.value.code == "budget_unavailable"
-    assert info.value.response.headers["retry-after"] == "1"
+    assert info.value.response.headers["x-should-retry"] == "false"

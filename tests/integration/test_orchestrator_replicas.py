@@ -1,5 +1,5 @@
 """Two orchestrator replicas over one Redis: they share cache hits (through the cache
-service's Redis backend) and budget counters (through their own ``redis_url``)."""
+service's Redis backend) and budget counters (through their own ``budget_redis_url``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tools.stack import DEV_KEY, Stack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KEYS = f"dev:{DEV_KEY},shared:sk-shared"
+SHARED_KEY = "sk-shared-" + "0" * 27
+KEYS = f"dev:{DEV_KEY},shared:{SHARED_KEY}"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def replicas(
         cache_env={"TOLLGATE_CACHE_BACKEND": "redis", "TOLLGATE_CACHE_REDIS_URL": redis_srv.url},
         orch_env={
             "TOLLGATE_ORCHESTRATOR_API_KEYS": KEYS,
-            "TOLLGATE_ORCHESTRATOR_REDIS_URL": redis_srv.url,
+            "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL": redis_srv.url,
         },
     )
     try:
@@ -73,7 +74,7 @@ def test_two_orchestrators_share_cache_hits(replicas: tuple[Stack, str, str, int
 def test_budget_counters_are_shared_across_replicas(
     replicas: tuple[Stack, str, str, int, int], redis_srv: RedisServer
 ) -> None:
-    _, one, two, grpc1, grpc2 = replicas
+    stack, one, two, grpc1, grpc2 = replicas
     text = "Tell me something about budgets."
     cost = float(ask(one, DEV_KEY, text).headers["x-tollgate-cost-usd"])  # unbudgeted probe
     assert cost > 0
@@ -83,17 +84,19 @@ def test_budget_counters_are_shared_across_replicas(
     for port in (grpc1, grpc2):  # as the operator pushes to every replica
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             orchestrator_pb2_grpc.OrchestratorStub(ch).UpdateBudgets(
-                orchestrator_pb2.UpdateBudgetsRequest(budgets=[budget]), timeout=5
+                orchestrator_pb2.UpdateBudgetsRequest(budgets=[budget]),
+                timeout=5,
+                metadata=stack.caller_metadata("operator"),
             )
     costs = [
-        float(ask(base, "sk-shared", text).headers["x-tollgate-cost-usd"])
+        float(ask(base, SHARED_KEY, text).headers["x-tollgate-cost-usd"])
         for base in (one, two, one)
     ]
     assert costs == [cost] * 3
     # 3 x cost is past the limit on the shared counter, whichever replica is asked.
     for base in (two, one):
         with pytest.raises(openai.RateLimitError) as info:
-            ask(base, "sk-shared", text)
+            ask(base, SHARED_KEY, text)
         assert info.value.code == "insufficient_quota"
     r = redis.Redis.from_url(redis_srv.url)
     keys = r.keys("tollgate:budget:{shared}:day:*")

@@ -58,7 +58,7 @@ def models(stack: Stack) -> list[str]:
 
 
 def cost_by_model(stack: Stack) -> dict[str, float]:
-    with urllib.request.urlopen(f"{stack.base_url}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(stack.orchestrator_metrics_url, timeout=5) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
@@ -82,7 +82,8 @@ def test_an_added_model_is_priced_listed_and_served_without_the_router(stack: St
     async def push() -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.router}") as ch:
             resp = await router_pb2_grpc.RouterStub(ch).UpdatePolicy(
-                router_pb2.UpdatePolicyRequest(policy_yaml=PUSHED, source="operator:ns/p")
+                router_pb2.UpdatePolicyRequest(policy_yaml=PUSHED, source="operator:ns/p"),
+                metadata=stack.caller_metadata("operator"),
             )
             assert resp.changed
 

@@ -63,7 +63,11 @@ async def router(tmp_path: Path, stack_factory: Callable[..., Stack]) -> AsyncIt
         }
     )
     stack.start_router()
-    channel = make_channel(f"127.0.0.1:{stack.ports.router}", default_timeout=5)
+    channel = make_channel(
+        f"127.0.0.1:{stack.ports.router}",
+        default_timeout=5,
+        token_file=stack.token_file("orchestrator"),  # Route is for orchestrators
+    )
     stub: Any = router_pb2_grpc.RouterStub(channel)
     try:
         yield Router(stack, policy_file, channel, stub)
@@ -113,7 +117,8 @@ async def test_update_policy_rpc_refuses_bad_and_applies_good(router: Router) ->
     bad = DEFAULT.replace(CHAT_SMALL, "small:  [gpt-4.1-nano, gpt-6]", 1)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await router.stub.UpdatePolicy(
-            router_pb2.UpdatePolicyRequest(policy_yaml=bad, source="operator:ns/p")
+            router_pb2.UpdatePolicyRequest(policy_yaml=bad, source="operator:ns/p"),
+            metadata=router.stack.caller_metadata("operator"),
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "routes.chat.small[1]" in (err.value.details() or "")
@@ -124,7 +129,8 @@ async def test_update_policy_rpc_refuses_bad_and_applies_good(router: Router) ->
         'version: "default-2026-11-27"', 'version: "pushed-1"'
     )
     resp = await router.stub.UpdatePolicy(
-        router_pb2.UpdatePolicyRequest(policy_yaml=good, source="operator:ns/p")
+        router_pb2.UpdatePolicyRequest(policy_yaml=good, source="operator:ns/p"),
+        metadata=router.stack.caller_metadata("operator"),
     )
     assert (resp.version, resp.changed) == ("pushed-1", True)
     after = await router.route(TALK)

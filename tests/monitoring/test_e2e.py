@@ -51,7 +51,8 @@ NO_DATA_BY_DESIGN = {
         "the baseline is the same hour on the previous 7 days; a test run has minutes of history"
     ),
 }
-DEV_KEY, TEAM_KEY, TEAM = "sk-tollgate-dev", "sk-e2e-team-b", "team-b"
+DEV_KEY = "sk-tollgate-dev-key-for-local-use-only"
+TEAM_KEY, TEAM = "sk-e2e-team-b-" + "0" * 25, "team-b"
 RATE_INTERVAL = "30s"
 SCRAPE = "1s"
 PACE = 1.5  # seconds between requests that must land in different scrapes
@@ -250,7 +251,7 @@ def test_dashboards_and_alerts_end_to_end(tmp_path: Path, receiver: Receiver) ->
             tmp_path / "prometheus.yml",
             promstack.render_prometheus(
                 {
-                    "tollgate-orchestrator": f"127.0.0.1:{stack.ports.http}/metrics",
+                    "tollgate-orchestrator": f"127.0.0.1:{stack.ports.orch_metrics}",
                     "tollgate-router": f"127.0.0.1:{stack.ports.router_metrics}",
                     "tollgate-cache": f"127.0.0.1:{stack.ports.cache_metrics}",
                 },

@@ -123,7 +123,7 @@ def test_make_observe_starts_both_with_the_rules_and_stops_on_ctrl_c(tmp_path: P
             jobs = {t["labels"]["job"]: t["scrapeUrl"] for t in targets["activeTargets"]}
             time.sleep(0.1)
         assert jobs == {
-            "tollgate-orchestrator": "http://127.0.0.1:8080/metrics",
+            "tollgate-orchestrator": "http://127.0.0.1:9103/metrics",
             "tollgate-router": "http://127.0.0.1:9101/metrics",
             "tollgate-cache": "http://127.0.0.1:9102/metrics",
         }

@@ -29,8 +29,11 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 def scrape_text(url: str) -> str:
-    status, body = get(url + "/metrics")
-    assert status == 200, f"{url}/metrics answered {status}"
+    """``url``'s /metrics (a base URL, or the metrics URL itself: the orchestrator's is
+    ``Stack.metrics_url``, off its API port)."""
+    url = url if url.endswith("/metrics") else url + "/metrics"
+    status, body = get(url)
+    assert status == 200, f"{url} answered {status}"
     return body.decode()
 
 

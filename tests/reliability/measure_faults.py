@@ -34,6 +34,7 @@ from tools.stack import DEV_KEY, Stack, free_port, spawn, wait_http
 REPS = 5
 AUTH = {"authorization": f"Bearer {DEV_KEY}"}
 BUDGET_ONE = orjson.dumps([{"tenant": "dev", "period": "day", "limit_usd": 100}]).decode()
+TINY_KEY = "sk-tiny-" + "0" * 28  # at least 32 characters (L-9)
 
 
 @dataclass
@@ -102,14 +103,14 @@ class Bench:
         note: str = "",
         **labels: str,
     ) -> Row:
-        before = scrape(base)
+        before = scrape(self.stack.metrics_url(base))
         row = Row(name, metric=metric, labels=labels, note=note)
         for _ in range(reps):
             took, seen = run()
             row.times.append(took)
             row.seen.append(seen)
         if metric:
-            row.moved = delta(before, scrape(base), metric, **labels)
+            row.moved = delta(before, scrape(self.stack.metrics_url(base)), metric, **labels)
         print(row.line(), flush=True)
         return row
 
@@ -288,6 +289,7 @@ def redis(b: Bench, workdir: Path) -> None:
     env.update(
         TOLLGATE_CACHE_GRPC_PORT=str(cache_port),
         TOLLGATE_CACHE_METRICS_PORT=str(cache_metrics),
+        TOLLGATE_CACHE_GRPC_CALLERS_FILE=str(s.callers_file),
         TOLLGATE_CACHE_BACKEND="redis",
         TOLLGATE_CACHE_REDIS_URL=url,
     )
@@ -295,8 +297,9 @@ def redis(b: Bench, workdir: Path) -> None:
     wait_http(f"http://127.0.0.1:{cache_metrics}/metrics", cache)
     redis_env = {
         "TOLLGATE_ORCHESTRATOR_CACHE_ADDR": f"127.0.0.1:{cache_port}",
-        "TOLLGATE_ORCHESTRATOR_REDIS_URL": url,
+        "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL": url,
         "TOLLGATE_ORCHESTRATOR_BUDGETS": BUDGET_ONE,
+        "TOLLGATE_ORCHESTRATOR_BUDGET_UNCHECKED_POLICY": "allow",
     }
     try:
         for how in ("frozen", "refused"):
@@ -314,7 +317,7 @@ def redis(b: Bench, workdir: Path) -> None:
                     server.send_signal(signal.SIGCONT)
         dead = f"redis://127.0.0.1:{free_port()}/0"
         with b.orch(
-            TOLLGATE_ORCHESTRATOR_REDIS_URL=dead,
+            TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL=dead,
             TOLLGATE_ORCHESTRATOR_BUDGETS=BUDGET_ONE,
             TOLLGATE_ORCHESTRATOR_BUDGET_UNCHECKED_POLICY="refuse",
         ) as base:
@@ -332,19 +335,19 @@ def limits(b: Bench) -> None:
         [{"tenant": "tiny", "period": "day", "limit_usd": 0.000001, "action": "reject"}]
     ).decode()
     with b.orch(
-        TOLLGATE_ORCHESTRATOR_API_KEYS=f"dev:{DEV_KEY},tiny:sk-tiny",
+        TOLLGATE_ORCHESTRATOR_API_KEYS=f"dev:{DEV_KEY},tiny:{TINY_KEY}",
         TOLLGATE_ORCHESTRATOR_BUDGETS=budgets,
     ) as base:
-        b.chat(base, key="sk-tiny")  # spends the budget
-        b.row("over budget (reject)", base, lambda: b.chat(base, key="sk-tiny"),
+        b.chat(base, key=TINY_KEY)  # spends the budget
+        b.row("over budget (reject)", base, lambda: b.chat(base, key=TINY_KEY),
               "tollgate_budget_actions_total", action="reject")  # fmt: skip
     down = budgets.replace('"reject"', '"downgrade"')
     with b.orch(
-        TOLLGATE_ORCHESTRATOR_API_KEYS=f"dev:{DEV_KEY},tiny:sk-tiny",
+        TOLLGATE_ORCHESTRATOR_API_KEYS=f"dev:{DEV_KEY},tiny:{TINY_KEY}",
         TOLLGATE_ORCHESTRATOR_BUDGETS=down,
     ) as base:
-        b.chat(base, "auto", key="sk-tiny")
-        b.row("over budget (downgrade)", base, lambda: b.chat(base, "auto", key="sk-tiny"),
+        b.chat(base, "auto", key=TINY_KEY)
+        b.row("over budget (downgrade)", base, lambda: b.chat(base, "auto", key=TINY_KEY),
               "tollgate_budget_actions_total", action="downgrade")  # fmt: skip
     with b.orch(TOLLGATE_ORCHESTRATOR_MAX_CONCURRENCY="1") as base:
         fault(s, {"model": "gpt-4o-mini", "status": 200, "delay_ms": 4000})

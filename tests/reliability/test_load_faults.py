@@ -174,9 +174,9 @@ async def run(stack: Stack) -> tuple[list[Outcome], int]:
 
 def test_load_with_cache_restarts_and_upstream_faults(stack: Stack) -> None:
     reset_sim(stack)
-    before = scrape(stack.base_url)
+    before = scrape(stack.orchestrator_metrics_url)
     results, restarted_at = asyncio.run(run(stack))
-    after = scrape(stack.base_url)
+    after = scrape(stack.orchestrator_metrics_url)
     injected = sim(stack, "/_sim/stats")["faults_injected"]
 
     assert len(results) == REQUESTS

@@ -77,7 +77,9 @@ def redis_stack(factory: Callable[..., Stack], port: int) -> Stack:
     s = factory(
         cache_env={"TOLLGATE_CACHE_BACKEND": "redis", "TOLLGATE_CACHE_REDIS_URL": url},
         orch_env={
-            "TOLLGATE_ORCHESTRATOR_REDIS_URL": url,
+            "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL": url,
+            # Budgets not enforced but counted while Redis is gone (refuse is the default).
+            "TOLLGATE_ORCHESTRATOR_BUDGET_UNCHECKED_POLICY": "allow",
             "TOLLGATE_ORCHESTRATOR_BUDGETS": BUDGET,
             "TOLLGATE_ORCHESTRATOR_PROBE_INTERVAL_SECONDS": "0.2",
         },
@@ -114,8 +116,9 @@ def cache_metrics(stack: Stack) -> dict[Any, float]:
     return scrape(f"http://127.0.0.1:{stack.ports.cache_metrics}")
 
 
-def unchecked(base: str) -> float:
-    return total(scrape(base), "tollgate_budget_actions_total", action="unchecked")
+def unchecked(stack: Stack) -> float:
+    m = scrape(stack.orchestrator_metrics_url)
+    return total(m, "tollgate_budget_actions_total", action="unchecked")
 
 
 def test_frozen_redis_costs_a_bounded_delay_and_recovers(
@@ -127,7 +130,7 @@ def test_frozen_redis_costs_a_bounded_delay_and_recovers(
     base = stack.base_url
     ask(base)
     assert ask(base)[0].headers["x-tollgate-cache"] == "hit"  # Redis-backed cache works
-    assert unchecked(base) == 0
+    assert unchecked(stack) == 0
     cache_errors = total(cache_metrics(stack), "tollgate_cache_backend_errors_total")
 
     procs[0].send_signal(signal.SIGSTOP)
@@ -140,7 +143,7 @@ def test_frozen_redis_costs_a_bounded_delay_and_recovers(
         status, deps, live = readiness(base)
         assert status == 200 and live == 200  # degraded, not unready; and alive
         assert deps["cache"] == "up"  # the cache service answers; its Redis does not
-        m = scrape(base)
+        m = scrape(stack.orchestrator_metrics_url)
         assert total(m, "tollgate_budget_actions_total", action="unchecked") == 6
         assert total(m, "tollgate_dependency_up", dependency="budget_store") == 0
         assert total(m, "tollgate_degraded_total", dependency="cache", reason="timeout") >= 1
@@ -156,9 +159,9 @@ def test_frozen_redis_costs_a_bounded_delay_and_recovers(
 
     wait_for(lambda: readiness(base)[1]["budget_store"] == "up", "readyz budget_store up")
     wait_for(lambda: ask(base)[0].headers["x-tollgate-cache"] == "hit", "cache hits")
-    before = unchecked(base)
+    before = unchecked(stack)
     ask(base, "A fresh question after the thaw.")
-    assert unchecked(base) == before  # budgets are checked again
+    assert unchecked(stack) == before  # budgets are checked again
 
 
 def test_redis_absent_at_start_then_arriving(
@@ -174,13 +177,13 @@ def test_redis_absent_at_start_then_arriving(
     wait_for(lambda: readiness(base)[1]["budget_store"] == "down", "readyz budget_store")
     status, _, live = readiness(base)
     assert status == 200 and live == 200
-    assert unchecked(base) == 4  # allowed, and never silently
+    assert unchecked(stack) == 4  # allowed, and never silently
     assert total(cache_metrics(stack), "tollgate_cache_backend_errors_total") >= 1
 
     procs.append(launch_redis(port, tmp_path))
     wait_for(lambda: readiness(base)[1]["budget_store"] == "up", "readyz budget_store up")
     wait_for(lambda: ask(base)[0].headers["x-tollgate-cache"] == "hit", "cache hits")
-    spent = total(scrape(base), "tollgate_budget_spent_usd", tenant="dev")
+    spent = total(scrape(stack.orchestrator_metrics_url), "tollgate_budget_spent_usd", tenant="dev")
     assert spent > 0  # the counters live in Redis again
 
 
@@ -202,7 +205,7 @@ def test_cache_service_counts_lookups_its_callers_abandon(
     )
     s.start_cache()
     procs[0].send_signal(signal.SIGSTOP)
-    with grpc.insecure_channel(f"127.0.0.1:{s.ports.cache}") as ch:
+    with s.caller_channel(s.ports.cache, "orchestrator") as ch:
         stub = cache_pb2_grpc.CacheStub(ch)
         outcomes = []
         for _ in range(6):  # as the orchestrator calls it: a deadline shorter than Redis's

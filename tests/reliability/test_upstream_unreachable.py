@@ -47,7 +47,7 @@ def test_a_refused_upstream_is_a_502_then_fails_fast(stack: Stack) -> None:
         "refused", port, free_port(), TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL=dead
     )
     base = f"http://127.0.0.1:{port}"
-    before = scrape(base)
+    before = scrape(stack.metrics_url(base))
     seen = []
     with httpx2.Client(timeout=30) as c:
         for _ in range(6):
@@ -58,7 +58,7 @@ def test_a_refused_upstream_is_a_502_then_fails_fast(stack: Stack) -> None:
             seen.append((r.status_code, err["code"]))
     assert seen[0] == (502, "upstream_error")
     assert (503, "upstream_unavailable") in seen  # the circuits opened: no more attempts
-    after = scrape(base)
+    after = scrape(stack.metrics_url(base))
     assert delta(before, after, ERRORS, error_class="connection") >= 2
     assert delta(before, after, ERRORS, error_class="timeout") == 0
 
@@ -74,11 +74,11 @@ def test_a_slow_upstream_is_still_a_timeout(stack: Stack) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     fault(stack, {"model": "gpt-4o-mini", "status": 200, "delay_ms": 3000})
-    before = scrape(base)
+    before = scrape(stack.metrics_url(base))
     with httpx2.Client(timeout=30) as c:
         r = c.post(base + CHAT, json=BODY, headers=AUTH)
     err = assert_openai_error(r.status_code, r.headers, r.content, expect_status=504)
     assert err["code"] == "timeout"
-    after = scrape(base)
+    after = scrape(stack.metrics_url(base))
     assert delta(before, after, ERRORS, error_class="timeout") == 1
     assert delta(before, after, ERRORS, error_class="connection") == 0

@@ -1,4 +1,5 @@
-"""Client channels that always carry a deadline, with metrics and optional TLS."""
+"""Client channels that always carry a deadline and this process's caller token, with
+metrics and optional TLS."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from tollgate_common.grpc.auth import caller_metadata, read_token_file
 from tollgate_common.grpc.metrics import MethodMetrics
 from tollgate_common.metrics import Families
 
@@ -22,19 +24,39 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
 class _MeteredUnaryUnary:
-    """A unary method of a ``MeteredChannel``: default deadline, then the call, counted."""
+    """A unary method of a ``MeteredChannel``: default deadline and the caller token,
+    then the call, counted."""
 
-    __slots__ = ("_inner", "_m", "_timeout")
+    __slots__ = ("_inner", "_m", "_metadata", "_timeout")
 
-    def __init__(self, inner: Any, m: MethodMetrics | None, timeout: float) -> None:
+    def __init__(
+        self, inner: Any, m: MethodMetrics | None, timeout: float, metadata: Metadata
+    ) -> None:
         self._inner = inner
         self._m = m
         self._timeout = timeout
+        self._metadata = metadata
 
-    def __call__(self, request: Any, *, timeout: float | None = None, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if timeout is None:
             timeout = self._timeout
+        if self._metadata:
+            # The call's own metadata first: a token it carries wins (the server reads
+            # the first one).
+            kwargs["metadata"] = (*metadata, *self._metadata) if metadata else self._metadata
+        elif metadata is not None:
+            kwargs["metadata"] = metadata
         if self._m is None:
             return self._inner(request, timeout=timeout, **kwargs)
         return self._counted(request, timeout, kwargs)
@@ -67,18 +89,26 @@ class MeteredChannel:
     ``grpc_client_*`` metrics, without a client interceptor: grpc.aio runs every
     intercepted call as an extra task and call object (measured: ~12 % of a small
     RPC's client CPU). Unary calls return an awaitable of the response, which is all
-    generated stubs need; everything else is the plain channel's."""
+    generated stubs need, and carry ``metadata`` (the caller token, built once); other
+    call shapes are the plain channel's and carry no token."""
 
-    def __init__(self, channel: grpc.aio.Channel, families: Families | None, timeout: float):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        families: Families | None,
+        timeout: float,
+        metadata: Metadata = (),
+    ):
         self.channel = channel
         self._fam = families if families and "grpc_client_started_total" in families else None
         self._timeout = timeout
+        self.metadata = metadata
 
     def unary_unary(self, method: str | bytes, *args: Any, **kwargs: Any) -> _MeteredUnaryUnary:
         name = method.decode() if isinstance(method, bytes) else method
         m = MethodMetrics(self._fam, "client", "unary", name) if self._fam else None
         return _MeteredUnaryUnary(
-            self.channel.unary_unary(method, *args, **kwargs), m, self._timeout
+            self.channel.unary_unary(method, *args, **kwargs), m, self._timeout, self.metadata
         )
 
     async def close(self, grace: float | None = None) -> None:
@@ -102,13 +132,21 @@ def make_channel(
     tls_ca: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    token_file: Path | None = None,
+    tls_server_name: str | None = None,
 ) -> MeteredChannel:
     """One channel per peer, created once and reused for every call.
 
     ``default_timeout`` becomes the deadline of any unary call that sets none, so no
     call can wait forever on a frozen peer. With ``tls_ca`` the channel uses TLS;
-    with a client cert and key as well, mutual TLS.
+    with a client cert and key as well, mutual TLS. With ``token_file`` (the
+    ``grpc_token_file`` setting) every unary call sends that token as
+    ``x-tollgate-caller-token``; the file is read once, here (``ConfigError`` when it
+    is unreadable or empty). ``tls_server_name`` is the name the server's certificate
+    must carry when ``target`` is an address that is not it (a pod IP from an
+    EndpointSlice, dialled by the operator).
     """
+    metadata = caller_metadata(read_token_file(token_file)) if token_file else ()
     if tls_ca is None:
         channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     else:
@@ -117,5 +155,8 @@ def make_channel(
             private_key=tls_key.read_bytes() if tls_key else None,
             certificate_chain=tls_cert.read_bytes() if tls_cert else None,
         )
-        channel = grpc.aio.secure_channel(target, creds, options=CHANNEL_OPTIONS)
-    return MeteredChannel(channel, families, default_timeout)
+        options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        channel = grpc.aio.secure_channel(target, creds, options=options)
+    return MeteredChannel(channel, families, default_timeout, metadata)

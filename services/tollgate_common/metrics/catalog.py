@@ -123,6 +123,14 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "grpc_server_msg_sent_total", C, "Messages sent by the server.", GRPC_LABELS, GRPC_SERVERS
     ),
+    MetricSpec(
+        "tollgate_grpc_auth_denied_total",
+        C,
+        "gRPC calls refused before their handler ran: no accepted caller identity "
+        "(unauthenticated) or a caller the method does not allow (permission_denied).",
+        ("service", "grpc_service", "grpc_method", "reason"),
+        GRPC_SERVERS,
+    ),
     # --- gRPC clients ----------------------------------------------------------------
     MetricSpec(
         "grpc_client_started_total",
@@ -203,7 +211,8 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "tollgate_http_rejections_total",
         C,
-        "Requests refused before any work: auth, size, concurrency cap, bad input.",
+        "Requests refused before any work: auth, size, concurrency cap, a tenant's share "
+        "of it, bad input, and at the HTTP edge oversized heads and header or body timeouts.",
         ("reason",),
         ("orchestrator",),
     ),
@@ -281,7 +290,8 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "tollgate_llm_streams_total",
         C,
-        "Streamed responses by how they ended: completed, client_disconnect, error.",
+        "Streamed responses by how they ended: completed, client_disconnect, error, timeout "
+        "(the stream's total duration or its time without progress).",
         ("outcome",),
         ("orchestrator",),
     ),
@@ -305,7 +315,8 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "tollgate_cache_results_total",
         C,
-        "The orchestrator's cache outcome per request: hit, miss, bypass, error.",
+        "The orchestrator's cache outcome per request: hit, miss, bypass, error, or invalid "
+        "(an entry whose signature did not verify, answered as a miss).",
         ("result",),
         ("orchestrator",),
     ),

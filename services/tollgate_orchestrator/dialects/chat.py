@@ -103,6 +103,11 @@ class ChatWire:
             return None
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             return None
+        # Each choice an object with a message object, as the schema says: an answer that
+        # is not cannot be replayed from the cache either (L-3).
+        for c in parsed["choices"]:
+            if not isinstance(c, dict) or not isinstance(c.get("message"), dict):
+                return None
         return usage_of(parsed.get("usage"))
 
     def parser(self, req: LlmRequest, assemble: bool) -> ChatStream:
@@ -125,7 +130,10 @@ class ChatWire:
             return None  # a corrupt entry is a miss
         if not isinstance(completion, dict):
             return None
-        return replay_events(completion, include_usage, 0.0)
+        try:
+            return replay_events(completion, include_usage, 0.0)
+        except (AttributeError, TypeError, ValueError):
+            return None  # an entry of an odd shape is a miss, never a 500
 
     def stream_error(self, message: str, code: str, cost_usd: float) -> bytes:
         return error_event(message, ERROR_TYPE_SERVER, code, cost_usd)

@@ -10,6 +10,11 @@ merging, URL parsing) cost ~0.3 ms of CPU per call here, more than the HTTP call
 itself (docs/benchmarks.md). Responses are taken raw (``httpx2.Response``) so the
 upstream JSON is forwarded byte for byte, never parsed into pydantic models and
 dumped again; a non-2xx answer becomes the same failure the SDK's status error did.
+
+Nothing an upstream sends is trusted for size or time (L-13): a whole body over
+``max_body_bytes`` and an SSE line over ``max_line_bytes`` are protocol failures, and
+a stream is bounded in total duration and in time without a data payload
+(``StreamStalled``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from tollgate_orchestrator.retry import (
     classify_status,
     parse_retry_after,
 )
-from tollgate_orchestrator.sse import LineSplitter, data_of
+from tollgate_orchestrator.sse import LineSplitter, LineTooLong, StreamStalled, data_of
 from tollgate_orchestrator.types import CHAT_API, LlmRequest, Target
 
 log = logging.getLogger(__name__)
@@ -101,23 +106,66 @@ class UpstreamStream:
         await self.response.aclose()
 
 
-async def _payloads(response: httpx2.Response) -> AsyncIterator[bytes]:
-    splitter = LineSplitter()
-    async for data in response.aiter_bytes():
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What an upstream answer may take: bytes of a whole body and of one SSE line, a
+    stream's seconds in all and without a data payload."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_line_bytes: int = 1024 * 1024
+    stream_max_seconds: float = 900.0
+    stream_idle_seconds: float = 60.0
+
+
+async def _payloads(response: httpx2.Response, bounds: Bounds) -> AsyncIterator[bytes]:
+    splitter = LineSplitter(bounds.max_line_bytes)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + bounds.stream_max_seconds
+    idle = bounds.stream_idle_seconds
+    quiet_until = loop.time() + idle
+    chunks = response.aiter_bytes()
+    while True:
+        deadline = min(end, quiet_until)
+        wait = asyncio.timeout_at(deadline)  # around the read only, never across a yield
+        try:
+            async with wait:
+                data = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            if wait.expired():
+                raise StreamStalled("duration" if deadline >= end else "idle") from None
+            raise
         for line in splitter.feed(data):
             payload = data_of(line)
             if payload:
+                quiet_until = loop.time() + idle
                 yield payload
     tail = data_of(splitter.pending.rstrip(b"\r"))
     if tail:
         yield tail
 
 
-async def _status_failure_of(response: httpx2.Response) -> Failure:
+async def read_capped(response: httpx2.Response, limit: int) -> bytes | None:
+    """The whole body, or None once it passes ``limit`` bytes (the rest is not read)."""
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _status_failure_of(response: httpx2.Response, limit: int) -> Failure:
     """A non-2xx answer as a failure, with the body the SDK's ``APIStatusError`` carries
     (the ``error`` object of an OpenAI error body, else the parsed or raw body)."""
     try:
-        raw = await response.aread()
+        raw = await read_capped(response, limit) or b""
     finally:
         await response.aclose()
     body: object
@@ -195,7 +243,9 @@ class Upstreams:
         read_timeout: float,
         base_url_key: str = "",
         insecure_hosts: frozenset[str] = frozenset(),
+        bounds: Bounds | None = None,
     ) -> None:
+        self.bounds = bounds or Bounds()
         self._base_url = base_url
         self._base_url_key = base_url_key
         self._unknown: set[str] = set()
@@ -283,7 +333,7 @@ class Upstreams:
         except (openai.APIError, httpx2.HTTPError, OSError) as exc:
             raise AttemptFailed(failure_of(exc)) from exc
         if not response.is_success:
-            raise AttemptFailed(await _status_failure_of(response))
+            raise AttemptFailed(await _status_failure_of(response, self.bounds.max_body_bytes))
         return response
 
     async def complete(self, target: Target, req: LlmRequest, budget: float) -> tuple[bytes, Usage]:
@@ -293,13 +343,16 @@ class Upstreams:
             async with asyncio.timeout(budget):
                 response = await self._open(target, req, wire, budget)
                 try:
-                    raw = await response.aread()
+                    raw = await read_capped(response, self.bounds.max_body_bytes)
                 finally:
                     await response.aclose()
         except TimeoutError as exc:
             raise AttemptFailed(Failure(TIMEOUT)) from exc
         except (httpx2.HTTPError, OSError) as exc:
             raise AttemptFailed(failure_of(exc)) from exc
+        if raw is None:
+            log.warning("upstream body over the cap", extra={"provider": target.provider})
+            raise AttemptFailed(Failure(PROTOCOL))
         usage = wire.answer(raw)
         if usage is None:
             raise AttemptFailed(Failure(PROTOCOL))
@@ -317,7 +370,7 @@ class Upstreams:
         try:
             async with asyncio.timeout(budget):
                 response = await self._open(target, req, wire, budget)
-                rest = _payloads(response)
+                rest = _payloads(response, self.bounds)
                 first: list[bytes] = []
                 async for p in rest:
                     end = wire.end_of(p)
@@ -336,8 +389,10 @@ class Upstreams:
                 await response.aclose()
             if isinstance(exc, AttemptFailed | asyncio.CancelledError):
                 raise
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError | StreamStalled):
                 raise AttemptFailed(Failure(TIMEOUT)) from exc
+            if isinstance(exc, LineTooLong):
+                raise AttemptFailed(Failure(PROTOCOL)) from exc
             if isinstance(exc, httpx2.HTTPError | OSError):
                 raise AttemptFailed(failure_of(exc)) from exc
             raise

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tollgate_cache.memory import EvictionReason, MemoryStore
+from tollgate_cache.memory import ENTRY_OVERHEAD, EvictionReason, MemoryStore
 
 
 class Clock:
@@ -24,7 +24,8 @@ def make(max_bytes: int = 100, max_entry: int = 50) -> tuple[MemoryStore, Clock,
     def on_evict(reason: EvictionReason, n: int) -> None:
         evicted[reason] += n
 
-    return MemoryStore(max_bytes, max_entry, clock=clock, on_evict=on_evict), clock, evicted
+    store = MemoryStore(max_bytes, max_entry, clock=clock, on_evict=on_evict, entry_overhead=0)
+    return store, clock, evicted
 
 
 def test_get_returns_what_set_stored_and_size_is_key_plus_value() -> None:
@@ -152,3 +153,13 @@ def test_bad_arguments_are_refused() -> None:
     store, _, _ = make()
     with pytest.raises(ValueError, match="ttl_seconds"):
         store.set("k", b"v", 0)
+
+
+def test_the_per_entry_overhead_is_counted() -> None:
+    """100k tiny entries took 4.8x their accounted bytes before (L-4)."""
+    store = MemoryStore(10_000, 1_000)
+    assert store.set("k", b"v" * 20, 60)
+    assert store.size_bytes == ENTRY_OVERHEAD + 21
+    for i in range(100):
+        store.set(f"k{i}", b"v" * 20, 60)
+    assert store.size_bytes <= 10_000 and store.entries < 100

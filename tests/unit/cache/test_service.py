@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate_cache.backend import BackendError, BackendName
 from tollgate_cache.config import CacheSettings
+from tollgate_cache.memory import ENTRY_OVERHEAD
 from tollgate_cache.service import SERVICE_NAME, CacheService
 from tollgate_cache.wiring import build_service
 from tollgate_common.cachekey import cache_key
@@ -54,7 +55,10 @@ async def _harness(service_factory: Any, **settings: Any) -> AsyncIterator[Harne
         return [SERVICE_NAME]
 
     srv = await start_grpc_server(
-        settings=CacheSettings(), port=0, families=families, register=register
+        settings=CacheSettings(grpc_allow_unauthenticated=True),
+        port=0,
+        families=families,
+        register=register,
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         yield Harness(cache_pb2_grpc.CacheStub(ch), registry, service)
@@ -84,7 +88,7 @@ async def test_store_then_lookup_hits_and_counts_savings(cache: Harness) -> None
     assert cache.metric("tollgate_cache_saved_usd_total") == pytest.approx(0.002)
     assert cache.metric("tollgate_cache_stores_total", result="stored") == 1
     assert cache.metric("tollgate_cache_entries", backend="memory") == 1
-    size = len(KEY) + len(hit.entry.SerializeToString())
+    size = ENTRY_OVERHEAD + len(KEY) + len(hit.entry.SerializeToString())
     assert cache.metric("tollgate_cache_size_bytes", backend="memory") == size
     stats = await cache.stub.Stats(cache_pb2.StatsRequest(), timeout=5)
     assert (stats.backend, stats.entries, stats.bytes) == ("memory", 1, size)
@@ -136,6 +140,7 @@ async def test_invalidate_one_key_or_everything(cache: Harness) -> None:
         ("Store", cache_pb2.StoreRequest(key=KEY), "entry"),
         ("Store", cache_pb2.StoreRequest(key=KEY, entry=entry(body=b"")), "entry.body"),
         ("Store", cache_pb2.StoreRequest(key=KEY, entry=entry(cost=-1)), "entry.cost_usd"),
+        ("Store", cache_pb2.StoreRequest(key=KEY, entry=entry(cost=1e6)), "entry.cost_usd"),
         ("Store", cache_pb2.StoreRequest(key=KEY, entry=entry(), ttl_seconds=-5), "ttl_seconds"),
         ("Invalidate", cache_pb2.InvalidateRequest(), "target"),
         ("Invalidate", cache_pb2.InvalidateRequest(all=False), "all"),
@@ -210,3 +215,25 @@ async def test_backend_failures_become_misses_and_refusals_and_are_counted() -> 
             ), op
         assert h.metric("tollgate_cache_stores_total", result="backend_error") == 1
         assert h.metric("tollgate_cache_lookups_total", result="miss") == 1
+
+
+class RecordingBackend(BrokenBackend):
+    ttls: list[int] = []
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> bool:
+        RecordingBackend.ttls.append(ttl_seconds)
+        return True
+
+
+def _recording(settings: Any, families: Any) -> CacheService:
+    svc = build_service(settings, families)
+    return CacheService(RecordingBackend(), svc.metrics, svc.window, 60, max_ttl_seconds=600)
+
+
+async def test_a_store_ttl_is_capped_whatever_the_caller_asks() -> None:
+    """L-6: an int32 TTL allowed ~68 years; max_ttl_seconds bounds every store."""
+    async for h in _harness(_recording):
+        for ttl in (2**31 - 1, 0, 30):
+            req = cache_pb2.StoreRequest(key=KEY, entry=entry(), ttl_seconds=ttl)
+            assert (await h.stub.Store(req, timeout=5)).stored
+    assert RecordingBackend.ttls == [600, 60, 30]

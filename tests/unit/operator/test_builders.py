@@ -223,10 +223,10 @@ def test_prometheus_rule_has_one_alert_per_threshold() -> None:
     assert "rejected" in full["annotations"]["description"]
 
 
-def test_notification_severity_overrides_the_default() -> None:
+def test_notification_severity_is_reserved() -> None:
     body = budget_body(notification={"labels": {"severity": "info"}})
-    rule = b.prometheus_rule(body, b.budget_from_spec(body["spec"]), {})
-    assert {r["labels"]["severity"] for r in rule["spec"]["groups"][0]["rules"]} == {"info"}
+    with pytest.raises(b.SpecError, match="severity"):
+        b.budget_from_spec(body["spec"])
 
 
 def test_rule_expressions_only_use_catalog_metrics() -> None:

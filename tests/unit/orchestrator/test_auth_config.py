@@ -11,12 +11,15 @@ from tollgate_common.config import ConfigError, load_settings
 from tollgate_orchestrator.auth import KeyRing
 from tollgate_orchestrator.config import (
     DEV_KEY,
+    MIN_KEY_CHARS,
     OrchestratorSettings,
     digest,
     load_keys,
     parse_key_pairs,
 )
 from tollgate_orchestrator.errors import ApiError
+
+PAD = "-" + "0" * 32  # makes a readable test key long enough (MIN_KEY_CHARS)
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +54,8 @@ def test_dev_key_when_nothing_is_configured() -> None:
 
 def test_keys_from_env_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     f = tmp_path / "keys.yaml"
-    f.write_text("team-c: sk-c\nteam-d: [sk-d1, sk-d2]\n")
-    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS", "team-a:sk-a, team-b:sk-b")
+    f.write_text(f"team-c: sk-c{PAD}\nteam-d: [sk-d1{PAD}, sk-d2{PAD}]\n")
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS", f"team-a:sk-a{PAD}, team-b:sk-b{PAD}")
     monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS_FILE", str(f))
     keys, dev = load_keys(load_settings(OrchestratorSettings, "orchestrator"))
     assert not dev
@@ -61,7 +64,7 @@ def test_keys_from_env_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_bad_keys_name_the_entry_never_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS", "team-a:sk-secret-1,sk-secret-2")
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS", f"team-a:sk-secret-1{PAD},sk-secret-2")
     with pytest.raises(ConfigError) as info:
         load_settings(OrchestratorSettings, "orchestrator")
     assert "entry 1" in str(info.value)
@@ -83,6 +86,49 @@ def test_budgets_from_the_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("day", 5.0, "reject"),
         ("month", 50.0, "downgrade"),
     ]
+
+
+def test_the_dev_key_meets_the_minimum() -> None:
+    assert len(DEV_KEY) >= MIN_KEY_CHARS == 32
+
+
+def test_short_keys_are_refused_at_start_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    short = "k" * (MIN_KEY_CHARS - 1)
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS", f"team-a:sk-a{PAD},team-b:{short}")
+    with pytest.raises(ConfigError) as info:
+        load_settings(OrchestratorSettings, "orchestrator")
+    msg = str(info.value)
+    assert "api_keys" in msg and "entry 1" in msg and "32 characters" in msg
+    assert short not in msg
+    monkeypatch.delenv("TOLLGATE_ORCHESTRATOR_API_KEYS")
+    f = tmp_path / "keys.yaml"
+    f.write_text(f"team-c: sk-c{PAD}\nteam-d: [sk-d1{PAD}, {short}]\n")
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_API_KEYS_FILE", str(f))
+    with pytest.raises(ConfigError) as info:
+        load_keys(load_settings(OrchestratorSettings, "orchestrator"))
+    msg = str(info.value)
+    assert "api_keys_file" in msg and "team-d" in msg and "32 characters" in msg
+    assert short not in msg
+    f.write_text(f"team-d: {'k' * MIN_KEY_CHARS}\n")  # exactly the minimum is accepted
+    assert sorted(load_keys(load_settings(OrchestratorSettings, "orchestrator"))[0].values()) == [
+        "team-d"
+    ]
+
+
+def test_the_old_redis_url_stops_the_process_with_the_new_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An upgrade must not silently turn shared budgets into per-replica ones.
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match="renamed to budget_redis_url") as info:
+        load_settings(OrchestratorSettings, "orchestrator")
+    assert "hunter2" not in str(info.value)
+    monkeypatch.delenv("TOLLGATE_ORCHESTRATOR_REDIS_URL")
+    monkeypatch.setenv("TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL", "redis://127.0.0.1:6379/1")
+    s = load_settings(OrchestratorSettings, "orchestrator")
+    assert s.budget_redis_url is not None and s.budget_redis_url.get_secret_value().endswith("/1")
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ from tollgate_orchestrator.budget import (
     StoreUnavailable,
     counter_key,
     decide,
+    eviction_problem,
     period_key,
 )
-from tollgate_orchestrator.config import BudgetSpec
+from tollgate_orchestrator.config import BudgetSpec, OrchestratorSettings
 from tollgate_orchestrator.errors import ApiError
 
 NOW = datetime(2026, 11, 27, 23, 59, tzinfo=UTC)
@@ -91,7 +92,11 @@ async def test_reject_is_429_insufficient_quota_without_retry() -> None:
     assert err.status == 429
     assert err.code == "insufficient_quota"
     assert err.headers["x-should-retry"] == "false"
+    assert err.message == "You exceeded your daily budget of $0.5."  # not "dayly" (L-12)
     assert hooks.actions == [("a", "day", "reject")]
+    monthly = Budgets([spec(period="month", limit=0)], MemoryCounters(), "allow", clock=lambda: NOW)
+    with pytest.raises(ApiError, match="your monthly budget"):
+        await monthly.reserve("a", 0.01)
 
 
 async def test_downgrade_admits_and_flags() -> None:
@@ -144,9 +149,38 @@ async def test_unreachable_store_follows_the_stated_policy() -> None:
     refuse = Budgets([spec()], DownStore(), "refuse", hooks, clock=lambda: NOW)
     with pytest.raises(ApiError) as info:
         await refuse.reserve("a", 0.1)
-    assert info.value.status == 503
-    assert info.value.headers["retry-after"] == "1"
+    # Fail closed as a quota refusal the SDKs do not retry (H-6), counted as unchecked.
+    err = info.value
+    assert (err.status, err.code, err.type) == (429, "budget_unavailable", "insufficient_quota")
+    assert err.headers == {"x-should-retry": "false"}
     assert hooks.actions[-1] == ("a", "day", "unchecked")
+    # A tenant without budgets is not affected by the store at all.
+    assert (await refuse.reserve("other", 0.1)).empty
+
+
+def test_refuse_is_the_default_unchecked_policy() -> None:
+    assert OrchestratorSettings().budget_unchecked_policy == "refuse"
+
+
+@pytest.mark.parametrize(
+    ("policy", "ok"),
+    [
+        ("noeviction", True),
+        (None, True),  # CONFIG GET refused: a warning, not a refusal
+        ("allkeys-lru", False),
+        ("allkeys-lfu", False),
+        ("allkeys-random", False),
+        # Budget counters carry a TTL, so volatile-* evicts them as well.
+        ("volatile-lru", False),
+        ("volatile-ttl", False),
+    ],
+)
+def test_only_a_redis_that_never_evicts_may_keep_budgets(policy: str | None, ok: bool) -> None:
+    problem = eviction_problem(policy)
+    assert (problem is None) == ok
+    if problem is not None:
+        assert "budget_redis_url" in problem and str(policy) in problem
+        assert "noeviction" in problem
 
 
 async def test_update_replaces_and_removes_by_tenant_and_period() -> None:

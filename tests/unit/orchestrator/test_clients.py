@@ -105,7 +105,7 @@ async def serve_fakes(
         return ["tollgate.router.v1.Router", "tollgate.cache.v1.Cache"]
 
     return await start_grpc_server(
-        settings=settings or ServiceSettings(),
+        settings=settings or ServiceSettings(grpc_allow_unauthenticated=True),
         port=0,
         families=create_families("router", CollectorRegistry()),
         register=register,
@@ -284,6 +284,7 @@ async def test_mutual_tls_to_peers_from_settings(
         grpc_tls_cert=tmp_path / "server.crt",
         grpc_tls_key=tmp_path / "server.key",
         grpc_tls_client_ca=tmp_path / "ca.crt",
+        grpc_allow_unauthenticated=True,  # the fakes declare no callers: TLS only here
     )
     router = FakeRouterServicer()
     server = await serve_fakes(router, FakeCacheServicer(), server_settings)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx2
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tollgate_common.config import load_settings
 from tollgate_orchestrator.config import DEV_KEY, OrchestratorSettings
@@ -42,6 +42,11 @@ async def rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx2.Asy
     async with httpx2.AsyncClient(transport=transport, base_url="http://gw") as client:
         yield client, parts
     await parts.close()
+
+
+def scrape(gw: Gateway) -> str:
+    """The registry as the metrics port serves it (/metrics is off the API port)."""
+    return generate_latest(gw.families.registry).decode()
 
 
 def error_of(resp: httpx2.Response) -> dict[str, object]:
@@ -104,14 +109,14 @@ async def test_body_over_the_limit_is_413(rig) -> None:
 
 
 async def test_unknown_routes_and_methods_are_openai_shaped(rig) -> None:
-    client, _parts = rig
+    client, parts = rig
     resp = await client.get("/v1/nope/12345")
     assert resp.status_code == 404
     error_of(resp)
     resp = await client.get("/v1/chat/completions")
     assert resp.status_code == 405
     error_of(resp)
-    text = (await client.get("/metrics")).text
+    text = scrape(parts)
     assert 'route="other"' in text
     assert "/v1/nope" not in text  # raw paths never become labels
 
@@ -137,7 +142,7 @@ async def test_concurrency_cap_refuses_at_once(rig) -> None:
 
 
 async def test_dead_upstream_is_a_clean_5xx_and_router_down_degrades(rig) -> None:
-    client, _parts = rig
+    client, parts = rig
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert resp.status_code in (502, 504)
@@ -148,7 +153,7 @@ async def test_dead_upstream_is_a_clean_5xx_and_router_down_degrades(rig) -> Non
     assert resp.status_code == 404
     assert error_of(resp)["code"] == "model_not_found"
     assert error_of(resp)["param"] == "model"
-    text = (await client.get("/metrics")).text
+    text = scrape(parts)
     assert 'tollgate_degraded_total{dependency="router"' in text
 
 
@@ -174,3 +179,85 @@ async def test_openapi_describes_the_chat_body_and_the_key(rig) -> None:
     assert body["required"] == ["model", "messages"]
     assert op["security"] == [{"bearerAuth": []}]
     assert {"400", "401", "404", "413", "429"} <= set(op["responses"])
+
+
+async def test_metrics_are_off_the_api_port_unless_asked(rig) -> None:
+    client, parts = rig
+    resp = await client.get("/metrics")
+    assert resp.status_code == 404  # M-4: tenant names and spend are not public
+    settings = parts.settings.model_copy(update={"metrics_on_api_port": True})
+    on = build_app(_with_settings(parts, settings))
+    transport = httpx2.ASGITransport(app=on)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://gw") as c:
+        resp = await c.get("/metrics")
+    assert resp.status_code == 200 and "tollgate_http_requests_total" in resp.text
+
+
+def _with_settings(gw: Gateway, settings: OrchestratorSettings) -> Gateway:
+    gw.settings = settings
+    return gw
+
+
+async def test_a_response_header_the_server_refuses_still_gets_a_500(rig) -> None:
+    """L-1: a model name with CR/LF reaches the response headers; the client gets a 500
+    (counted as one), not an empty closed connection."""
+    _client, parts = rig
+    from tollgate_orchestrator import http_api
+    from tollgate_orchestrator.types import Meta, Whole
+
+    async def bad(*_: object, **__: object) -> Whole:
+        meta = Meta("evil\r\nset-cookie: x", "chat", "", "miss", None, False)
+        return Whole(b"{}", meta)
+
+    parts.pipeline.handle = bad
+    sent: list[dict[str, object]] = []
+    app = build_app(parts)
+
+    async def strict_send(msg: dict[str, object]) -> None:  # uvicorn's check, in process
+        if msg["type"] == "http.response.start":
+            http_api._check_headers(list(msg.get("headers", [])))  # type: ignore[call-overload]
+        sent.append(msg)
+
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    msgs = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return msgs.pop(0) if msgs else {"type": "http.disconnect"}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"authorization", AUTH["authorization"].encode())],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("gw", 80),
+        "client": ("c", 1),
+        "root_path": "",
+    }
+    await app(scope, receive, strict_send)  # type: ignore[arg-type]
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [500]
+    assert 'code="500"' in scrape(parts) and "tollgate_http_requests_total" in scrape(parts)
+
+
+async def test_a_tenant_holds_at_most_its_share_of_the_slots(rig) -> None:
+    """M-3: with the default share (0.5), a tenant holding half the slots is refused
+    with the overloaded 503, counted as tenant_concurrency; the slot is given back."""
+    client, parts = rig
+    slots = parts.admissions.slots
+    assert slots.tenant_limit == slots.limit // 2
+    slots.by_tenant["dev"] = slots.tenant_limit
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert resp.status_code == 503
+    assert error_of(resp)["code"] == "overloaded"
+    assert resp.headers["retry-after"] == "1"
+    assert 'tollgate_http_rejections_total{reason="tenant_concurrency"} 1.0' in scrape(parts)
+    assert slots.used == 0 and slots.by_tenant["dev"] == slots.tenant_limit
+    slots.by_tenant.clear()
+    resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert resp.status_code != 503  # the dead upstream answers it; the share was free
+    assert slots.by_tenant == {} and slots.used == 0

@@ -6,9 +6,11 @@ import email.utils
 
 import pytest
 
+from tollgate_orchestrator.errors import exhausted
 from tollgate_orchestrator.retry import (
     CLIENT,
     CONNECTION,
+    MAX_RETRY_AFTER_SECONDS,
     MODEL_NOT_FOUND,
     RATE_LIMIT,
     SERVER,
@@ -91,6 +93,44 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({}) is None
     date = email.utils.formatdate(1_000_010, usegmt=True)
     assert parse_retry_after({"retry-after": date}, now=1_000_000) == pytest.approx(10)
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "nan", "NaN", "1e400"])
+def test_non_finite_retry_after_is_ignored(value: str) -> None:
+    # L-2: "inf" reached math.ceil in the error path and answered 500.
+    assert parse_retry_after({"retry-after": value}) is None
+    assert parse_retry_after({"retry-after-ms": value}) is None
+    # A bad retry-after-ms does not hide a good retry-after.
+    assert parse_retry_after({"retry-after-ms": value, "retry-after": "2"}) == 2.0
+
+
+def test_huge_retry_after_is_clamped_to_the_cap() -> None:
+    assert MAX_RETRY_AFTER_SECONDS == 600
+    assert parse_retry_after({"retry-after": "99999999999"}) == MAX_RETRY_AFTER_SECONDS
+    assert parse_retry_after({"retry-after-ms": "1e15"}) == MAX_RETRY_AFTER_SECONDS
+    far = email.utils.formatdate(4_000_000_000, usegmt=True)
+    assert parse_retry_after({"retry-after": far}, now=1_000_000) == MAX_RETRY_AFTER_SECONDS
+    # Beyond the policy's cap it is still not waited for: the request falls back.
+    failure = Failure(RATE_LIMIT, 429, parse_retry_after({"retry-after": "99999999999"}))
+    assert POLICY.retry_delay(failure, 1, 1, 10_000, one) is None
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [
+        (None, "1"),
+        (0.2, "1"),
+        (2.5, "3"),
+        (float("inf"), "1"),
+        (float("nan"), "1"),
+        (99_999_999_999.0, "600"),
+    ],
+)
+def test_exhausted_rate_limit_sends_a_finite_bounded_retry_after(
+    retry_after: float | None, header: str
+) -> None:
+    err = exhausted(RATE_LIMIT, retry_after)
+    assert err.status == 429 and err.headers["retry-after"] == header
 
 
 def test_retry_budget_limits_retries_in_flight() -> None:

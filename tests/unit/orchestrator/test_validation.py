@@ -8,7 +8,13 @@ import orjson
 import pytest
 
 from tollgate_orchestrator.errors import ApiError
-from tollgate_orchestrator.validation import Limits, parse_body, parse_chat_request
+from tollgate_orchestrator.validation import (
+    MAX_JSON_DEPTH,
+    Limits,
+    decode_json,
+    parse_body,
+    parse_chat_request,
+)
 
 LIMITS = Limits(max_messages=4, max_tokens_cap=1000, max_n=2)
 USER = {"role": "user", "content": "hello"}
@@ -135,3 +141,15 @@ def test_feature_text_is_truncated_for_the_router() -> None:
     req = parse_chat_request(body(messages=[{"role": "user", "content": "x" * 10_000}]), LIMITS)
     assert len(req.last_user_text) == 2000
     assert req.prompt_chars == 10_000
+
+
+def test_deep_json_is_a_400_before_anything_serialises_it() -> None:
+    """M-9: 300 levels parse in orjson but fail its dumps (255): that was a 500."""
+    deep = b'{"model":"auto","messages":[{"role":"user","content":"x"}],"metadata":' + (
+        b"[" * 300 + b"]" * 300 + b"}"
+    )
+    with pytest.raises(ApiError) as info:
+        decode_json(deep)
+    assert info.value.status == 400 and "deeper" in info.value.message
+    ok = b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1)
+    assert decode_json(ok) is not None

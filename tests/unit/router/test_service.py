@@ -43,7 +43,10 @@ async def env() -> AsyncIterator[Env]:
         return ["tollgate.router.v1.Router"]
 
     srv = await start_grpc_server(
-        settings=ServiceSettings(), port=0, families=metrics.families, register=register
+        settings=ServiceSettings(grpc_allow_unauthenticated=True),
+        port=0,
+        families=metrics.families,
+        register=register,
     )
     channel = make_channel(f"127.0.0.1:{srv.port}", default_timeout=5)
     try:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/cache/v1/cache.proto\x12\x11tollgate.cache.v1\"q\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\"u\n\x05\x45ntry\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.tollgate.cache.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\"+\n\rLookupRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"F\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.tollgate.cache.v1.Entry\"Y\n\x0cStoreRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.tollgate.cache.v1.Entry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\"/\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11InvalidateRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x02 \x01(\x08H\x00\x42\x08\n\x06target\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\"\x0e\n\x0cStatsRequest\"\xc4\x01\n\rStatsResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\x12\x11\n\tevictions\x18\x07 \x01(\x03\x12\x10\n\x08hit_rate\x18\x08 \x01(\x01\x12\x11\n\tsaved_usd\x18\t \x01(\x01\x12\x14\n\x0csaved_tokens\x18\n \x01(\x03\x32\xc9\x02\n\x05\x43\x61\x63he\x12M\n\x06Lookup\x12 .tollgate.cache.v1.LookupRequest\x1a!.tollgate.cache.v1.LookupResponse\x12J\n\x05Store\x12\x1f.tollgate.cache.v1.StoreRequest\x1a .tollgate.cache.v1.StoreResponse\x12Y\n\nInvalidate\x12$.tollgate.cache.v1.InvalidateRequest\x1a%.tollgate.cache.v1.InvalidateResponse\x12J\n\x05Stats\x12\x1f.tollgate.cache.v1.StatsRequest\x1a .tollgate.cache.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/cache/v1/cache.proto\x12\x11tollgate.cache.v1\"q\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\"\x82\x01\n\x05\x45ntry\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.tollgate.cache.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\x12\x0b\n\x03tag\x18\x06 \x01(\x0c\"+\n\rLookupRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"F\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.tollgate.cache.v1.Entry\"Y\n\x0cStoreRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.tollgate.cache.v1.Entry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\"/\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11InvalidateRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x02 \x01(\x08H\x00\x42\x08\n\x06target\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\"\x0e\n\x0cStatsRequest\"\xc4\x01\n\rStatsResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x03\x12\x0c\n\x04hits\x18\x05 \x01(\x03\x12\x0e\n\x06misses\x18\x06 \x01(\x03\x12\x11\n\tevictions\x18\x07 \x01(\x03\x12\x10\n\x08hit_rate\x18\x08 \x01(\x01\x12\x11\n\tsaved_usd\x18\t \x01(\x01\x12\x14\n\x0csaved_tokens\x18\n \x01(\x03\x32\xc9\x02\n\x05\x43\x61\x63he\x12M\n\x06Lookup\x12 .tollgate.cache.v1.LookupRequest\x1a!.tollgate.cache.v1.LookupResponse\x12J\n\x05Store\x12\x1f.tollgate.cache.v1.StoreRequest\x1a .tollgate.cache.v1.StoreResponse\x12Y\n\nInvalidate\x12$.tollgate.cache.v1.InvalidateRequest\x1a%.tollgate.cache.v1.InvalidateResponse\x12J\n\x05Stats\x12\x1f.tollgate.cache.v1.StatsRequest\x1a .tollgate.cache.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGE']._serialized_start=52
   _globals['_USAGE']._serialized_end=165
-  _globals['_ENTRY']._serialized_start=167
-  _globals['_ENTRY']._serialized_end=284
-  _globals['_LOOKUPREQUEST']._serialized_start=286
-  _globals['_LOOKUPREQUEST']._serialized_end=329
-  _globals['_LOOKUPRESPONSE']._serialized_start=331
-  _globals['_LOOKUPRESPONSE']._serialized_end=401
-  _globals['_STOREREQUEST']._serialized_start=403
-  _globals['_STOREREQUEST']._serialized_end=492
-  _globals['_STORERESPONSE']._serialized_start=494
-  _globals['_STORERESPONSE']._serialized_end=541
-  _globals['_INVALIDATEREQUEST']._serialized_start=543
-  _globals['_INVALIDATEREQUEST']._serialized_end=602
-  _globals['_INVALIDATERESPONSE']._serialized_start=604
-  _globals['_INVALIDATERESPONSE']._serialized_end=641
-  _globals['_STATSREQUEST']._serialized_start=643
-  _globals['_STATSREQUEST']._serialized_end=657
-  _globals['_STATSRESPONSE']._serialized_start=660
-  _globals['_STATSRESPONSE']._serialized_end=856
-  _globals['_CACHE']._serialized_start=859
-  _globals['_CACHE']._serialized_end=1188
+  _globals['_ENTRY']._serialized_start=168
+  _globals['_ENTRY']._serialized_end=298
+  _globals['_LOOKUPREQUEST']._serialized_start=300
+  _globals['_LOOKUPREQUEST']._serialized_end=343
+  _globals['_LOOKUPRESPONSE']._serialized_start=345
+  _globals['_LOOKUPRESPONSE']._serialized_end=415
+  _globals['_STOREREQUEST']._serialized_start=417
+  _globals['_STOREREQUEST']._serialized_end=506
+  _globals['_STORERESPONSE']._serialized_start=508
+  _globals['_STORERESPONSE']._serialized_end=555
+  _globals['_INVALIDATEREQUEST']._serialized_start=557
+  _globals['_INVALIDATEREQUEST']._serialized_end=616
+  _globals['_INVALIDATERESPONSE']._serialized_start=618
+  _globals['_INVALIDATERESPONSE']._serialized_end=655
+  _globals['_STATSREQUEST']._serialized_start=657
+  _globals['_STATSREQUEST']._serialized_end=671
+  _globals['_STATSRESPONSE']._serialized_start=674
+  _globals['_STATSRESPONSE']._serialized_end=870
+  _globals['_CACHE']._serialized_start=873
+  _globals['_CACHE']._serialized_end=1202
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,7 @@ class Entry(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
     """the chat.completion JSON as the upstream returned it"""
     model: _builtins.str
@@ -60,6 +61,10 @@ class Entry(_message.Message):
     cost_usd: _builtins.float
     """what the original call cost: what a hit saves"""
     created_unix: _builtins.int
+    tag: _builtins.bytes
+    """HMAC-SHA256 over the key and the fields above, with a key only orchestrators hold:
+    an entry the cache service (or anyone who reached it) made up fails on the hit.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     def __init__(
@@ -70,10 +75,11 @@ class Entry(_message.Message):
         usage: Global___Usage | None = ...,
         cost_usd: _builtins.float = ...,
         created_unix: _builtins.int = ...,
+        tag: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cost_usd", b"cost_usd", "created_unix", b"created_unix", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cost_usd", b"cost_usd", "created_unix", b"created_unix", "model", b"model", "tag", b"tag", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
