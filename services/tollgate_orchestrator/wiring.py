@@ -26,7 +26,7 @@ from collections.abc import Generator
 import grpc
 import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from tollgate.cache.v1 import cache_pb2_grpc
 from tollgate.orchestrator.v1 import orchestrator_pb2_grpc
@@ -36,6 +36,7 @@ from tollgate_common.config import ConfigError
 from tollgate_common.grpc.channel import make_channel
 from tollgate_common.grpc.server import GrpcServer, start_grpc_server
 from tollgate_common.metrics import Families, create_families
+from tollgate_common.metrics.exposition import start_metrics_server
 from tollgate_common.policy import load_policy
 from tollgate_common.service import shutdown, uvicorn_config, wait_for_signal
 from tollgate_orchestrator.accounting import Accounting
@@ -314,8 +315,8 @@ async def serve(settings: OrchestratorSettings) -> int:
         await gw.close()
         raise OSError(f"gRPC {settings.host}:{settings.grpc_port}: cannot bind") from exc
     try:  # Prometheus on its own port (M-4), from a thread: scrapes work while the loop is busy
-        metrics_server, _ = start_http_server(
-            settings.metrics_port, addr=settings.host, registry=gw.families.registry
+        metrics_server, _ = start_metrics_server(
+            gw.families.registry, settings.metrics_port, settings.host
         )
     except OSError as exc:
         sock.close()
