@@ -35,7 +35,9 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{port}/0"
 
 
-def start_redis(tmp_path: Path) -> RedisServer:
+def start_redis(tmp_path: Path, *args: str) -> RedisServer:
+    """redis-server on a free loopback port, no persistence; ``args`` add settings
+    (``--maxmemory-policy``, ...)."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed: run `make system-deps`")
@@ -53,6 +55,7 @@ def start_redis(tmp_path: Path) -> RedisServer:
             "no",
             "--dir",
             str(tmp_path),
+            *args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

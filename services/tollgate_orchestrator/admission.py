@@ -163,14 +163,15 @@ class Admissions:
         self.retry_budget = retry_budget
         self.metrics = metrics
 
-    def open(self, incoming_request_id: str | None) -> Admission:
-        """A slot, or the 503 ``overloaded`` (counted) when none is free."""
+    def open(self, rid: str) -> Admission:
+        """A slot, or the 503 ``overloaded`` (counted) when none is free. ``rid`` is the
+        request id the face already settled with ``request_id``."""
         try:
             self.slots.acquire()
         except ApiError as err:
             self.rejected(err)
             raise
-        return Admission(self, request_id(incoming_request_id))
+        return Admission(self, rid)
 
     def rejected(self, err: ApiError) -> None:
         """Count a request refused before or by the pipeline (not an upstream's answer)."""

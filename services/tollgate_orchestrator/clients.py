@@ -129,10 +129,12 @@ class RouterClient:
         if not resp.chain:
             return self._degrade(req, RuntimeError("empty chain"), tenant)
         catalog = self._catalog
-        if any(catalog.local(mt.name) is None for mt in resp.chain):
-            await self._refresh_now()  # a model newer than our copy of the policy
         # Priced from our own catalog, never from the answer; unknown models are dropped.
-        chain = tuple(t for t in map(catalog.local, (mt.name for mt in resp.chain)) if t)
+        found = [catalog.local(mt.name) for mt in resp.chain]
+        if None in found:
+            await self._refresh_now()  # a model newer than our copy of the policy
+            found = [catalog.local(mt.name) for mt in resp.chain]
+        chain = tuple(t for t in found if t is not None)
         if not chain:
             return self._degrade(req, RuntimeError("no chain model in the catalog"), tenant)
         baseline = catalog.local(resp.baseline.name) if resp.baseline.name else None

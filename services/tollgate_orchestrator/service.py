@@ -19,6 +19,7 @@ from tollgate.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tollgate_common.budgets import DEFAULT_ACTION, PERIODS, validate_budget
 from tollgate_common.grpc.auth import PUBLIC, Allowed
 from tollgate_common.logging import request_id_var
+from tollgate_orchestrator.admission import request_id
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.errors import ApiError
 from tollgate_orchestrator.types import Whole
@@ -98,7 +99,7 @@ class OrchestratorService(orchestrator_pb2_grpc.OrchestratorServicer):
     ) -> orchestrator_pb2.CompleteResponse:
         gw = self.gw
         try:
-            adm = gw.admissions.open(_metadata(context, "x-request-id"))
+            adm = gw.admissions.open(request_id(_metadata(context, "x-request-id")))
         except ApiError as err:
             await context.abort(grpc_code(err), err.body().decode())
             raise AssertionError("unreachable") from None  # abort raises

@@ -15,7 +15,6 @@ Here, with two real redis-servers:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,8 +27,9 @@ import pytest
 import redis
 from openai import OpenAI
 
+from tests.conftest import start_redis
 from tests.reliability.common import get, scrape, total
-from tools.stack import DEV_KEY, Stack, free_port, spawn
+from tools.stack import DEV_KEY, Stack, spawn
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,41 +53,15 @@ class Redis:
 
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[Any]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed: run `make system-deps`")
     made: list[Redis] = []
 
     def make(name: str, *args: str) -> Redis:
-        port = free_port()
         work = tmp_path / name
         work.mkdir()
-        fixed = [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        proc = subprocess.Popen(
-            [*fixed, "--dir", str(work), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        r = Redis(proc, port)
+        server = start_redis(work, *args)
+        r = Redis(server.proc, server.port)
         made.append(r)
-        for _ in range(100):
-            try:
-                if r.client.ping():
-                    return r
-            except redis.RedisError:
-                time.sleep(0.05)
-        pytest.fail(f"redis-server {name} did not start")
+        return r
 
     yield make
     for r in made:
