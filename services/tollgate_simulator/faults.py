@@ -1,6 +1,7 @@
 """Fault injection: a FIFO queue of faults, each consumed by the next calls to its model.
 
-A fault either fails a call with an HTTP status and an OpenAI-style error body,
+Faults apply to every API alike. A fault either fails a call with an HTTP status and
+an error body in the API's own shape (OpenAI's, or Anthropic's on /v1/messages),
 delays a successful answer (``status: 200`` with ``delay_ms``), or breaks a
 stream after its first chunks (``mid_stream_error``). ``delay_ms`` is absolute:
 ``latency_scale`` does not touch it, so timeout tests work with instant models.
@@ -123,9 +124,34 @@ def error_body(
     )
 
 
-def fault_error_body(fault: Fault) -> bytes:
+# status -> Anthropic's error type (its error shape has a type and a message, no code).
+_ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_body(status: int, message: str, type_: str | None = None) -> bytes:
+    if type_ is None:
+        default = "invalid_request_error" if status < 500 else "api_error"
+        type_ = _ANTHROPIC_TYPES.get(status, default)
+    return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
+
+
+def fault_error_body(fault: Fault, anthropic: bool = False) -> bytes:
     default_type = "invalid_request_error" if fault.status < 500 else "server_error"
     type_, code, message = _ERRORS.get(fault.status, (default_type, None, "Simulated error."))
+    if anthropic:
+        return anthropic_error_body(fault.status, fault.message or message, fault.type)
     return error_body(fault.message or message, fault.type or type_, None, fault.code or code)
 
 

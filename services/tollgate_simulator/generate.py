@@ -1,11 +1,19 @@
-"""Deterministic chat completions: the answer, its usage and its wire shapes.
+"""Deterministic generation: one answer and its usage, whatever API asked for it.
 
-Everything here is a pure function of the request body. The text is drawn from a
-fixed vocabulary by a PRNG seeded with a hash of the messages, so the same prompt
-always gets the same answer and the same usage. One generated word is one
-completion token and one streamed chunk; prompt tokens follow the usual
-~4 characters per token plus OpenAI's per-message overhead, so cost figures computed
-from this usage look like real ones.
+Every API module (``chat``, ``responses``, ``messages``) parses its body into a
+``Prompt``: the conversation as chat-shaped messages (for the seed and the "asks for
+a tool" test), its token counts, the callable function tools, the output cap and the
+output format. ``generate`` turns a prompt into an ``Answer``, which each module only
+renders in its own wire format. So the same conversation gets the same text and tool
+calls through every API, and the same usage where the prompt counts the same (tool
+declarations are counted as each API spells them); a translating gateway can thus be
+checked against a native upstream.
+
+Everything here is a pure function of the prompt. The text is drawn from a fixed
+vocabulary by a hash of the conversation (its roles, texts and tool calls, not its
+wire spelling). One generated word is one completion token and one streamed chunk;
+prompt tokens follow the usual ~4 characters per token plus OpenAI's per-message
+overhead, so cost figures computed from this usage look like real ones.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -37,15 +45,13 @@ _CAPITALS = tuple(w.capitalize() for w in _VOCAB)
 _SPACED = tuple(" " + w for w in _VOCAB)
 _CITIES = ("Paris", "Berlin", "Tokyo", "Lima", "Oslo", "Cairo", "Austin", "Seoul")
 _SENTENCE = 12  # words per sentence
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_EFFORT = {"none": 0, "minimal": 0, "low": 1, "medium": 2, "high": 4, "xhigh": 6}
+EFFORTS = {"none": 0, "minimal": 0, "low": 1, "medium": 2, "high": 4, "xhigh": 6, "max": 8}
 _ASKS_FOR_TOOL = re.compile(r"\b(call|calls|tool|tools|function|invoke|use)\b", re.IGNORECASE)
 _CACHE_MIN, _CACHE_STEP = 1024, 128  # OpenAI prompt caching: >= 1024 tokens, 128-token steps
-FINGERPRINT = "fp_tollgate_sim"
 
 
 class RequestError(Exception):
-    """A client error, answered with an OpenAI error body."""
+    """A client error; each API renders it in its own error shape."""
 
     def __init__(
         self,
@@ -63,32 +69,18 @@ class RequestError(Exception):
         self.type = type_
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool = False
-    include_usage: bool = False
-    max_tokens: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
-    parallel_tool_calls: bool = True
-    response_format: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
-
-
-def _missing(name: str) -> RequestError:
+def missing(name: str) -> RequestError:
     return RequestError(
         400, f"Missing required parameter: '{name}'.", name, "missing_required_parameter"
     )
 
 
-def _invalid(name: str, expected: str) -> RequestError:
+def invalid(name: str, expected: str) -> RequestError:
     return RequestError(400, f"Invalid '{name}': expected {expected}.", name, "invalid_type")
 
 
-def parse_request(body: bytes) -> ChatRequest:
-    """Validate the fields the simulator uses; the rest of the OpenAI schema is ignored."""
+def load_object(body: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, or the 400 OpenAI gives for anything else."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -98,79 +90,11 @@ def parse_request(body: bytes) -> ChatRequest:
         ) from None
     if not isinstance(data, dict):
         raise RequestError(400, "The request body must be a JSON object.")
-    model = data.get("model")
-    if model is None:
-        raise _missing("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("model", "a non-empty string")
-    messages = data.get("messages")
-    if messages is None:
-        raise _missing("messages")
-    if not isinstance(messages, list):
-        raise _invalid("messages", "an array")
-    if not messages:
-        raise RequestError(
-            400,
-            "Invalid 'messages': empty array. Expected at least one.",
-            "messages",
-            "empty_array",
-        )
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise _invalid(f"messages[{i}]", "an object")
-        if msg.get("role") not in _ROLES:
-            raise RequestError(
-                400,
-                f"Invalid 'messages[{i}].role': expected one of {', '.join(sorted(_ROLES))}.",
-                f"messages[{i}].role",
-                "invalid_value",
-            )
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _invalid("stream", "a boolean")
-    options = data.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise _invalid("stream_options", "an object")
-    include_usage = bool(options and options.get("include_usage"))
-    max_tokens = None
-    for name in ("max_completion_tokens", "max_tokens"):  # the newer name wins
-        value = data.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RequestError(
-                400, f"Invalid '{name}': expected an integer >= 1.", name, "invalid_value"
-            )
-        max_tokens = value
-        break
-    tools = data.get("tools")
-    if tools is not None and (
-        not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)
-    ):
-        raise _invalid("tools", "an array of objects")
-    response_format = data.get("response_format")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise _invalid("response_format", "an object")
-    effort = data.get("reasoning_effort")
-    if effort is not None and effort not in _EFFORT:
-        raise RequestError(
-            400,
-            f"Invalid 'reasoning_effort': expected one of {', '.join(_EFFORT)}.",
-            "reasoning_effort",
-            "invalid_value",
-        )
-    return ChatRequest(
-        model=model,
-        messages=messages,
-        stream=bool(stream),
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        tools=tools or None,
-        tool_choice=data.get("tool_choice"),
-        parallel_tool_calls=data.get("parallel_tool_calls") is not False,
-        response_format=response_format,
-        reasoning_effort=effort,
-    )
+    return data
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- token estimates -------------------------------------------------------------------
@@ -180,7 +104,7 @@ def text_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def _content_tokens(content: Any) -> int:
+def content_tokens(content: Any) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
@@ -197,7 +121,7 @@ def _content_tokens(content: Any) -> int:
 
 
 def _message_tokens(msg: dict[str, Any]) -> int:
-    n = 3 + _content_tokens(msg.get("content"))
+    n = 3 + content_tokens(msg.get("content"))
     if msg.get("name"):
         n += 1
     if msg.get("tool_calls"):
@@ -208,7 +132,7 @@ def _message_tokens(msg: dict[str, Any]) -> int:
 def prompt_usage(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> tuple[int, int]:
-    """(prompt_tokens, cached_tokens).
+    """(prompt_tokens, cached_tokens) of chat-shaped messages and tools.
 
     Cached tokens model OpenAI's prompt caching as if the static prefix (tools plus
     the leading system/developer messages) had been seen before: counted when it
@@ -232,48 +156,105 @@ def prompt_usage(
     return total, cached
 
 
+# --- the prompt -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    """A function tool the model may call, whatever API declared it."""
+
+    name: str
+    parameters: Any  # JSON schema of the arguments
+
+
+JsonFormat = Literal["json_object", "json_schema"]
+
+
+# Per-request objects are slotted but not frozen: a frozen dataclass sets every field
+# through object.__setattr__, microseconds per request on the benchmarks' baseline.
+@dataclass(slots=True)
+class Prompt:
+    model: str
+    # The conversation, chat-shaped (role, content, tool_calls): the seed and the
+    # "asks for a tool" test read it; "tool" role = a tool result.
+    messages: list[dict[str, Any]]
+    prompt_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    functions: tuple[Function, ...] = ()
+    tool_choice: Literal["auto", "none", "required"] = "auto"
+    forced: str | None = None  # the one function tool_choice names
+    parallel_tool_calls: bool = True
+    max_tokens: int | None = None  # the output cap, reasoning included
+    json_format: JsonFormat | None = None
+    json_schema: Any = None
+    reasoning_effort: str | None = None  # None: medium
+    reasons: bool = True  # False: no reasoning tokens whatever the model
+
+
 # --- the answer ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    id: str
+    id: str  # "call_<seed><i>"; other APIs derive their ids from it
     name: str
-    arguments: str
+    arguments: str  # JSON text
 
 
-@dataclass(frozen=True, slots=True)
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(slots=True)
 class Answer:
+    seed: int
     pieces: list[str]  # content, one token per piece (empty for tool calls)
     tool_calls: list[ToolCall]
-    finish_reason: str
-    prompt_tokens: int
+    finish_reason: FinishReason
+    prompt_tokens: int  # includes cached and cache-write tokens, as OpenAI counts them
     cached_tokens: int
     completion_tokens: int  # includes reasoning tokens, as OpenAI counts them
     reasoning_tokens: int
+    cache_write_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     @property
     def content(self) -> str | None:
-        return None if self.tool_calls else "".join(self.pieces)
+        return None if self.tool_calls else self.text
 
-    def usage(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": self.reasoning_tokens,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
+
+_ROLE_CLASS: dict[str | None, str] = {"developer": "system", "function": "tool"}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(
+            p["text"] if isinstance(p, dict) and isinstance(p.get("text"), str) else "\x00"
+            for p in content
+        )
+    return "" if content is None else orjson.dumps(content).decode()
 
 
 def seed_of(messages: list[dict[str, Any]]) -> int:
-    canon = orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)
-    return int.from_bytes(hashlib.blake2b(canon, digest_size=8).digest(), "big")
+    """A hash of what was said: roles, texts and tool calls, not how an API spells them."""
+    canon: list[Any] = []
+    for msg in messages:
+        role = msg.get("role")
+        content = msg.get("content")
+        calls = msg.get("tool_calls")
+        named = []
+        if calls and isinstance(calls, list):
+            for c in calls:
+                fn = c.get("function") if isinstance(c, dict) else None
+                if isinstance(fn, dict):
+                    named.append((fn.get("name"), fn.get("arguments")))
+        text = content if content.__class__ is str else _text_of(content)
+        canon.append((_ROLE_CLASS.get(role, role), text, named))
+    digest = hashlib.blake2b(orjson.dumps(canon), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def natural_length(seed: int) -> int:
@@ -284,7 +265,7 @@ def natural_length(seed: int) -> int:
 def reasoning_budget(model: str, seed: int, effort: str | None) -> int:
     if not is_reasoning_model(model):
         return 0
-    return 32 * (1 + (seed >> 16) % 4) * _EFFORT[effort or "medium"]
+    return 32 * (1 + (seed >> 16) % 4) * EFFORTS[effort or "medium"]
 
 
 def prose(seed: int, n: int, finished: bool) -> list[str]:
@@ -307,7 +288,7 @@ def prose(seed: int, n: int, finished: bool) -> list[str]:
     return pieces
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
+def last_user_text(messages: list[dict[str, Any]]) -> str:
     for msg in reversed(messages):
         if msg.get("role") == "user":
             c = msg.get("content")
@@ -321,41 +302,27 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _function_name(tool: dict[str, Any]) -> str | None:
-    fn = tool.get("function")
-    if tool.get("type", "function") == "function" and isinstance(fn, dict):
-        name = fn.get("name")
-        return name if isinstance(name, str) and name else None
-    return None
-
-
-def choose_tools(req: ChatRequest) -> list[dict[str, Any]]:
+def choose_tools(prompt: Prompt) -> list[Function]:
     """The function tools to call, or [] for a text answer.
 
     Called when tools are given and either tool_choice demands one or the last user
     message asks for it (names a tool, or says call/use/tool/function). A reply to a
     tool result is text, so agent loops end.
     """
-    if not req.tools or req.tool_choice == "none" or req.messages[-1].get("role") == "tool":
+    fns = prompt.functions
+    if not fns or prompt.tool_choice == "none" or not prompt.messages:
         return []
-    fns = [t for t in req.tools if _function_name(t)]
-    if not fns:
+    if prompt.messages[-1].get("role") in ("tool", "function"):
         return []
-    choice = req.tool_choice
-    if isinstance(choice, dict):
-        wanted = (
-            choice.get("function", {}).get("name")
-            if isinstance(choice.get("function"), dict)
-            else None
-        )
-        return [t for t in fns if _function_name(t) == wanted][:1] or fns[:1]
-    text = _last_user_text(req.messages)
+    if prompt.forced is not None:
+        return [f for f in fns if f.name == prompt.forced][:1] or [fns[0]]
+    text = last_user_text(prompt.messages)
     lowered = text.lower()
-    named = [t for t in fns if str(_function_name(t)).lower() in lowered]
+    named = [f for f in fns if f.name.lower() in lowered]
     if named:
-        return named if req.parallel_tool_calls else named[:1]
-    if choice == "required" or _ASKS_FOR_TOOL.search(text):
-        return fns[:1]
+        return named if prompt.parallel_tool_calls else named[:1]
+    if prompt.tool_choice == "required" or _ASKS_FOR_TOOL.search(text):
+        return [fns[0]]
     return []
 
 
@@ -394,156 +361,65 @@ def sample_value(schema: Any, name: str, rng: random.Random, depth: int = 0) -> 
     return rng.choice(_VOCAB)
 
 
-def _json_content(req: ChatRequest, seed: int) -> str | None:
-    fmt = req.response_format
-    if not fmt:
-        return None
-    rng = random.Random(seed)
-    if fmt.get("type") == "json_object":
+def _json_content(prompt: Prompt, seed: int) -> str | None:
+    if prompt.json_format == "json_object":
         return orjson.dumps({"answer": "".join(prose(seed, 12, True))}).decode()
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
+    if prompt.json_format == "json_schema":
+        schema = prompt.json_schema if isinstance(prompt.json_schema, dict) else None
+        rng = random.Random(seed)
         return orjson.dumps(sample_value(schema or {"type": "object"}, "", rng)).decode()
     return None
 
 
-def _split(text: str, size: int = 4) -> list[str]:
+def split(text: str, size: int = 4) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def answer(req: ChatRequest) -> Answer:
-    seed = seed_of(req.messages)
-    prompt_tokens, cached = prompt_usage(req.messages, req.tools)
-    budget = req.max_tokens if req.max_tokens is not None else 1 << 30
-    reasoning = min(reasoning_budget(req.model, seed, req.reasoning_effort), budget)
+def generate(prompt: Prompt) -> Answer:
+    seed = seed_of(prompt.messages)
+    budget = prompt.max_tokens if prompt.max_tokens is not None else 1 << 30
+    thought = reasoning_budget(prompt.model, seed, prompt.reasoning_effort) if prompt.reasons else 0
+    reasoning = min(thought, budget)
     room = budget - reasoning
-    tools = choose_tools(req)
+    tools = choose_tools(prompt)
     if tools:
         rng = random.Random(seed)
         calls = []
-        for i, tool in enumerate(tools):
-            fn = tool["function"]
-            args = sample_value(fn.get("parameters") or {}, "", rng)
-            calls.append(
-                ToolCall(f"call_{seed:016x}{i:02d}", fn["name"], orjson.dumps(args).decode())
-            )
+        for i, fn in enumerate(tools):
+            args = sample_value(fn.parameters or {}, "", rng)
+            calls.append(ToolCall(f"call_{seed:016x}{i:02d}", fn.name, orjson.dumps(args).decode()))
         used = sum(8 + text_tokens(c.name + c.arguments) for c in calls)
-        return Answer([], calls, "tool_calls", prompt_tokens, cached, used + reasoning, reasoning)
-    json_text = _json_content(req, seed)
+        return _answer(prompt, seed, [], calls, "tool_calls", used + reasoning, reasoning)
+    json_text = _json_content(prompt, seed)
     if json_text is not None:
-        pieces = _split(json_text)
+        pieces = split(json_text)
         finished = len(pieces) <= room
         pieces = pieces[:room]
     else:
         natural = natural_length(seed)
         finished = natural <= room
         pieces = prose(seed, min(natural, room), finished)
+    finish: FinishReason = "stop" if finished else "length"
+    return _answer(prompt, seed, pieces, [], finish, len(pieces) + reasoning, reasoning)
+
+
+def _answer(
+    prompt: Prompt,
+    seed: int,
+    pieces: list[str],
+    calls: list[ToolCall],
+    finish: FinishReason,
+    completion: int,
+    reasoning: int,
+) -> Answer:
     return Answer(
-        pieces,
-        [],
-        "stop" if finished else "length",
-        prompt_tokens,
-        cached,
-        len(pieces) + reasoning,
-        reasoning,
+        seed=seed,
+        pieces=pieces,
+        tool_calls=calls,
+        finish_reason=finish,
+        prompt_tokens=prompt.prompt_tokens,
+        cached_tokens=prompt.cached_tokens,
+        completion_tokens=completion,
+        reasoning_tokens=reasoning,
+        cache_write_tokens=prompt.cache_write_tokens,
     )
-
-
-# --- wire shapes ------------------------------------------------------------------------
-
-
-def completion_body(answer: Answer, id_: str, created: int, model: str) -> bytes:
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": answer.content,
-        "refusal": None,
-        "annotations": [],
-    }
-    if answer.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in answer.tool_calls
-        ]
-    return orjson.dumps(
-        {
-            "id": id_,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": answer.finish_reason,
-                }
-            ],
-            "usage": answer.usage(),
-            "service_tier": "default",
-            "system_fingerprint": FINGERPRINT,
-        }
-    )
-
-
-DONE = b"data: [DONE]\n\n"
-
-
-def sse_events(
-    answer: Answer, id_: str, created: int, model: str, include_usage: bool
-) -> list[tuple[bytes, int]]:
-    """The stream as (SSE event, tokens it carries); the last event is ``[DONE]``.
-
-    Content chunks are built from a byte template so a 128-token answer costs 128
-    small concatenations, not 128 dict serialisations.
-    """
-    head = (
-        orjson.dumps(
-            {
-                "id": id_,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "service_tier": "default",
-                "system_fingerprint": FINGERPRINT,
-            }
-        )[:-1]
-        + b',"choices":[{"index":0,"delta":'
-    )
-    usage_null = b',"usage":null' if include_usage else b""
-    open_ = b"data: " + head
-    tail = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
-    events: list[tuple[bytes, int]] = []
-    if answer.tool_calls:
-        for i, call in enumerate(answer.tool_calls):
-            first: dict[str, Any] = {
-                "tool_calls": [
-                    {
-                        "index": i,
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": ""},
-                    }
-                ]
-            }
-            if i == 0:
-                first = {"role": "assistant", "content": None, **first}
-            events.append((open_ + orjson.dumps(first) + tail, 1))
-            for part in _split(call.arguments, 16):
-                delta = {"tool_calls": [{"index": i, "function": {"arguments": part}}]}
-                events.append((open_ + orjson.dumps(delta) + tail, 4))
-    else:
-        pieces = answer.pieces or [""]
-        events.append(
-            (open_ + b'{"role":"assistant","content":' + orjson.dumps(pieces[0]) + b"}" + tail, 1)
-        )
-        for piece in pieces[1:]:
-            events.append((open_ + b'{"content":' + orjson.dumps(piece) + b"}" + tail, 1))
-    finish = b'{},"logprobs":null,"finish_reason":"' + answer.finish_reason.encode() + b'"}]'
-    events.append((open_ + finish + usage_null + b"}\n\n", 0))
-    if include_usage:
-        usage = b',"choices":[],"usage":' + orjson.dumps(answer.usage()) + b"}\n\n"
-        chunk_head = head[: head.index(b',"choices":')]
-        events.append((b"data: " + chunk_head + usage, 0))
-    events.append((DONE, 0))
-    return events

@@ -1,11 +1,19 @@
 """The simulator's HTTP app: a raw ASGI callable, because it is the benchmarks'
 baseline and a framework's routing and validation would be most of its cost.
 
-Routes:
+Every API is one ``Endpoint`` (a parser from its module) served by ``SimulatorApp.serve``:
+body limit, parse, counting, model list, faults, then the reply whole or paced as SSE.
+The API only decides the shapes, so faults and latency behave the same everywhere.
+
+Routes (each also without the ``/v1`` prefix):
   POST /v1/chat/completions      OpenAI chat completions, plain or streamed (SSE)
+  POST /v1/responses             OpenAI Responses, plain or streamed (named SSE events)
+  POST /v1/embeddings            OpenAI embeddings
+  POST /v1/messages              Anthropic Messages, plain or streamed (named SSE events)
+  POST /v1/messages/count_tokens Anthropic token count
   GET  /v1/models[/{id}]         the known models
   POST|GET|DELETE /_sim/faults   queue, list, clear injected faults
-  GET  /_sim/stats, POST /_sim/reset
+  GET  /_sim/stats, GET /_sim/requests, POST /_sim/reset
   GET  /healthz
 """
 
@@ -18,30 +26,28 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tollgate_common.asgi import ASGIApp, Receive, Scope, Send
+from tollgate_simulator import chat, embeddings, messages, responses
 from tollgate_simulator.config import LatencyTable
 from tollgate_simulator.faults import (
     Fault,
     FaultError,
     FaultQueue,
+    anthropic_error_body,
     error_body,
     fault_error_body,
     parse_faults,
     retry_after_value,
 )
-from tollgate_simulator.generate import (
-    Answer,
-    ChatRequest,
-    RequestError,
-    answer,
-    completion_body,
-    parse_request,
-    sse_events,
-)
+from tollgate_simulator.generate import RequestError
+from tollgate_simulator.wire import Call, Reply
 
 log = logging.getLogger("tollgate.simulator")
 
@@ -51,6 +57,30 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
 ]
 _MAX_SEEN = 1000  # models answered but not in the catalog; names come from clients
+_JOURNAL = 64  # requests kept for /_sim/requests
+_JOURNAL_BODY = 1024 * 1024  # larger bodies are journaled without their content
+_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    api: str  # the stats label: chat | responses | embeddings | messages | count_tokens
+    parse: Callable[[bytes], Call]
+    id_prefix: str = ""
+    anthropic: bool = False  # Anthropic's auth headers, error shape and request-id header
+
+
+def _count_tokens(body: bytes) -> Call:
+    return messages.parse_request(body, count_only=True)
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/chat/completions": Endpoint("chat", chat.parse_request, "chatcmpl-sim"),
+    "/responses": Endpoint("responses", responses.parse_request, "resp_sim"),
+    "/embeddings": Endpoint("embeddings", embeddings.parse_request),
+    "/messages": Endpoint("messages", messages.parse_request, "msg_sim", anthropic=True),
+    "/messages/count_tokens": Endpoint("count_tokens", _count_tokens, anthropic=True),
+}
 
 
 class InjectedDisconnect(Exception):
@@ -74,18 +104,60 @@ def quiet_injected_disconnects() -> None:
 class Stats:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
+        self.apis: dict[str, int] = {}
         self.total = 0
         self.faults_injected = 0
         self.stream_disconnects = 0  # clients that left before the stream ended
 
+    def count(self, model: str, api: str) -> None:
+        self.calls[model] = self.calls.get(model, 0) + 1
+        self.apis[api] = self.apis.get(api, 0) + 1
+        self.total += 1
+
     def as_dict(self, faults: FaultQueue) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
+            "apis": dict(self.apis),
             "total": self.total,
             "faults_injected": self.faults_injected,
             "stream_disconnects": self.stream_disconnects,
             "pending_faults": faults.pending(),
         }
+
+
+class Journal:
+    """The last requests that reached an API, for tests that check what a gateway sent.
+
+    Bodies are kept as received (decoded only when listed); credentials are not kept.
+    """
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[str, str, Call, list[tuple[bytes, bytes]], bytes]] = deque(
+            maxlen=_JOURNAL
+        )
+
+    def add(self, api: str, scope: Scope, call: Call, body: bytes) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k not in _SECRET_HEADERS]
+        self._entries.append((api, scope["path"], call, headers, body))
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = []
+        for api, path, call, headers, body in self._entries:
+            out.append(
+                {
+                    "api": api,
+                    "path": path,
+                    "model": call.model,
+                    "stream": call.stream,
+                    "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+                    "body": orjson.loads(body) if len(body) <= _JOURNAL_BODY else None,
+                    "bytes": len(body),
+                }
+            )
+        return {"requests": out}
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -129,8 +201,22 @@ async def send_error(
     type_: str = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
+    anthropic: bool = False,
 ) -> None:
-    await send_bytes(send, status, error_body(message, type_, param, code))
+    """An error in OpenAI's shape, or Anthropic's (which has a type but no param or code)."""
+    body = (
+        anthropic_error_body(status, message)
+        if anthropic
+        else error_body(message, type_, param, code)
+    )
+    await send_bytes(send, status, body)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 class SimulatorApp:
@@ -143,8 +229,10 @@ class SimulatorApp:
         max_body_bytes: int = 32 * 1024 * 1024,
         api_key: str = "",
     ) -> None:
-        # With a key, /v1 answers 401 without "Authorization: Bearer <key>", as a provider does.
+        # With a key, /v1 answers 401 without "Authorization: Bearer <key>", as a provider
+        # does; Anthropic's paths also take "x-api-key: <key>", as Anthropic does.
         self._auth = f"Bearer {api_key}".encode() if api_key else None
+        self._key = api_key.encode()
         self.catalog = list(dict.fromkeys(catalog))
         self.allowed = frozenset(allowed_models) if allowed_models is not None else None
         self.latency = latency or LatencyTable()
@@ -152,28 +240,36 @@ class SimulatorApp:
         self.max_body = max_body_bytes
         self.faults = FaultQueue()
         self.stats = Stats()
+        self.journal = Journal()
         self.seen: dict[str, None] = {}
         self._models_body: bytes | None = None
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
+        self._endpoints: dict[str, Endpoint] = {}
+        for path, ep in ENDPOINTS.items():
+            self._endpoints[path] = self._endpoints["/v1" + path] = ep
         self._routes: dict[tuple[str, str], ASGIApp] = {
-            ("POST", "/v1/chat/completions"): self.chat,
-            ("POST", "/chat/completions"): self.chat,
             ("GET", "/v1/models"): self.models,
             ("GET", "/models"): self.models,
             ("POST", "/_sim/faults"): self.add_faults,
             ("GET", "/_sim/faults"): self.list_faults,
             ("DELETE", "/_sim/faults"): self.clear_faults,
             ("GET", "/_sim/stats"): self.get_stats,
+            ("GET", "/_sim/requests"): self.get_requests,
             ("POST", "/_sim/reset"): self.reset,
             ("GET", "/healthz"): self.healthz,
         }
-        self._paths = {path for _, path in self._routes}
+        self._paths = {path for _, path in self._routes} | set(self._endpoints)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
-        if self._auth is not None and not self._authorized(scope):
+        path: str = scope["path"]
+        ep = self._endpoints.get(path)
+        if self._auth is not None and not self._authorized(scope, ep):
+            if ep is not None and ep.anthropic:
+                await send_error(send, 401, "invalid x-api-key", anthropic=True)
+                return
             await send_error(
                 send,
                 401,
@@ -181,11 +277,13 @@ class SimulatorApp:
                 code="invalid_api_key",
             )
             return
-        handler = self._routes.get((scope["method"], scope["path"]))
+        if ep is not None and scope["method"] == "POST":
+            await self.serve(ep, scope, receive, send)
+            return
+        handler = self._routes.get((scope["method"], path))
         if handler is not None:
             await handler(scope, receive, send)
             return
-        path: str = scope["path"]
         if scope["method"] == "GET" and path.startswith(("/v1/models/", "/models/")):
             await self.model(path.rsplit("/", 1)[1], send)
         elif path in self._paths:
@@ -193,14 +291,16 @@ class SimulatorApp:
         else:
             await send_error(send, 404, f"Unknown path {path}.", code="unknown_url")
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: Scope, ep: Endpoint | None) -> bool:
         path: str = scope["path"]
         if path.startswith(("/_sim/", "/healthz")):  # test controls and probes are keyless
             return True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return hmac.compare_digest(value, self._auth or b"")
-        return False
+        if ep is not None and ep.anthropic:
+            key = _header(scope, b"x-api-key")
+            if key is not None:
+                return hmac.compare_digest(key, self._key)
+        value = _header(scope, b"authorization")
+        return value is not None and hmac.compare_digest(value, self._auth or b"")
 
     # --- models ---------------------------------------------------------------------
 
@@ -223,31 +323,40 @@ class SimulatorApp:
         if name in self.known_models():
             await send_bytes(send, 200, orjson.dumps(self._model_object(name)))
         else:
-            await self._model_not_found(name, send)
+            await self._model_not_found(name, send, anthropic=False)
 
     @staticmethod
-    async def _model_not_found(name: str, send: Send) -> None:
+    async def _model_not_found(name: str, send: Send, anthropic: bool) -> None:
+        message = f"model: {name}" if anthropic else f"The model `{name}` does not exist."
         await send_error(
-            send, 404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+            send, 404, message, param="model", code="model_not_found", anthropic=anthropic
         )
 
-    # --- chat completions ------------------------------------------------------------------
+    # --- the APIs --------------------------------------------------------------------------
 
-    async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, ep: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        """One call of any API: the same checks, counting, faults and pacing for all."""
         body = await read_body(receive, self.max_body)
         if body is None:
-            await send_error(send, 413, f"Request body larger than {self.max_body} bytes.")
+            message = f"Request body larger than {self.max_body} bytes."
+            await send_error(send, 413, message, anthropic=ep.anthropic)
+            return
+        if ep.anthropic and _header(scope, b"anthropic-version") is None:
+            message = "anthropic-version: header is required"
+            await send_error(send, 400, message, anthropic=True)
             return
         try:
-            req = parse_request(body)
+            call = ep.parse(body)
         except RequestError as exc:
-            await send_error(send, exc.status, exc.message, exc.type, exc.param, exc.code)
+            await send_error(
+                send, exc.status, exc.message, exc.type, exc.param, exc.code, ep.anthropic
+            )
             return
-        model = req.model
-        self.stats.calls[model] = self.stats.calls.get(model, 0) + 1
-        self.stats.total += 1
+        model = call.model
+        self.stats.count(model, ep.api)
+        self.journal.add(ep.api, scope, call, body)
         if self.allowed is not None and model not in self.allowed:
-            await self._model_not_found(model, send)
+            await self._model_not_found(model, send, ep.anthropic)
             return
         fault = self.faults.take(model)
         if fault is not None:
@@ -258,24 +367,25 @@ class SimulatorApp:
                 headers = []
                 if fault.retry_after is not None:
                     headers.append((b"retry-after", retry_after_value(fault.retry_after)))
-                await send_bytes(send, fault.status, fault_error_body(fault), headers)
+                out = fault_error_body(fault, anthropic=ep.anthropic)
+                await send_bytes(send, fault.status, out, headers)
                 return
         if model not in self.seen and len(self.seen) < _MAX_SEEN and self.allowed is None:
             self.seen[model] = None
             self._models_body = None
-        ans = answer(req)
-        id_ = f"chatcmpl-sim{self._id_prefix}{next(self._ids):012x}"
-        created = int(time.time())
-        broken = fault is not None and fault.mid_stream_error
-        if req.stream:
-            await self._stream(req, ans, id_, created, receive, send, fault if broken else None)
+        suffix = f"{self._id_prefix}{next(self._ids):012x}"
+        reply = call.reply(ep.id_prefix + suffix, int(time.time()))
+        name = b"request-id" if ep.anthropic else b"x-request-id"
+        headers = [(name, f"req_{suffix}".encode())]
+        broken = fault if fault is not None and fault.mid_stream_error else None
+        if call.stream:
+            await self._stream(model, reply, headers, receive, send, broken)
             return
-        delay = self._delay_s(model, ans.completion_tokens)
+        delay = self._delay_s(model, reply.tokens)
         if delay:
             await asyncio.sleep(delay)
-        out = completion_body(ans, id_, created, model)
-        headers = [(b"x-request-id", f"req_{id_[12:]}".encode())]
-        if not broken:
+        out = reply.body()
+        if broken is None:
             await send_bytes(send, 200, out, headers)
             return
         # A broken plain answer: headers promise the full length, half the body comes.
@@ -297,23 +407,22 @@ class SimulatorApp:
 
     async def _stream(
         self,
-        req: ChatRequest,
-        ans: Answer,
-        id_: str,
-        created: int,
+        model: str,
+        reply: Reply,
+        headers: list[tuple[bytes, bytes]],
         receive: Receive,
         send: Send,
         broken: Fault | None,
     ) -> None:
-        events = sse_events(ans, id_, created, req.model, req.include_usage)
-        headers = [*_SSE_HEADERS, (b"x-request-id", f"req_{id_[12:]}".encode())]
+        events = reply.events()
+        headers = [*_SSE_HEADERS, *headers]
         if broken is not None:
-            # Stop before the finish chunk, whatever after_chunks says: never a clean end.
-            content_chunks = len(events) - 2 - int(req.include_usage)  # minus finish, DONE
-            events = events[: min(broken.after_chunks, content_chunks)]
-        p = self.latency.profile(req.model)
+            # The preamble, then after_chunks content events, and never a clean end.
+            cut = min(reply.preamble + broken.after_chunks, len(events) - reply.closing)
+            events = events[:cut]
+        p = self.latency.profile(model)
         per_token = p.per_token_ms * self.scale / 1000
-        first_wait = (p.fixed_ms * self.scale / 1000) + per_token * ans.reasoning_tokens
+        first_wait = (p.fixed_ms * self.scale / 1000) + per_token * reply.think_tokens
         if not self.scale:
             # Instant model: one write of the whole stream.
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -376,9 +485,13 @@ class SimulatorApp:
     async def get_stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_bytes(send, 200, orjson.dumps(self.stats.as_dict(self.faults)))
 
+    async def get_requests(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, orjson.dumps(self.journal.as_dict()))
+
     async def reset(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.faults.clear()
         self.stats = Stats()
+        self.journal.clear()
         await send_bytes(send, 200, orjson.dumps(self.stats.as_dict(self.faults)))
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:

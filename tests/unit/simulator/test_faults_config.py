@@ -73,6 +73,23 @@ def test_fault_error_body_is_openai_shaped() -> None:
     assert retry_after_value(2.0) == b"2" and retry_after_value(0.5) == b"0.5"
 
 
+@pytest.mark.parametrize(
+    ("fault", "type_"),
+    [
+        ({"status": 429}, "rate_limit_error"),
+        ({"status": 529}, "overloaded_error"),
+        ({"status": 502}, "api_error"),  # no Anthropic type of its own: the 5xx default
+        ({"status": 418}, "invalid_request_error"),
+        ({"status": 402, "type": "billing_error", "message": "Top up."}, "billing_error"),
+    ],
+)
+def test_fault_error_body_in_anthropics_shape(fault: dict[str, object], type_: str) -> None:
+    (f,) = parse_faults(orjson.dumps(fault))
+    body = orjson.loads(fault_error_body(f, anthropic=True))
+    assert body == {"type": "error", "error": {"type": type_, "message": body["error"]["message"]}}
+    assert body["error"]["message"] == fault.get("message", body["error"]["message"])
+
+
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOLLGATE_SIM_LATENCY_SCALE", "0")
     monkeypatch.setenv("TOLLGATE_SIM_MODELS", "gpt-4o, m2")

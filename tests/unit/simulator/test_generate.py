@@ -1,4 +1,5 @@
-"""The simulator's pure answer logic: determinism, usage, limits, tools, wire shapes."""
+"""The simulator's pure answer logic through chat: determinism, usage, limits, tools,
+wire shapes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tollgate_simulator.generate import (
+from tollgate_simulator.chat import (
     DONE,
     ChatRequest,
-    RequestError,
     answer,
+    chat_usage,
     completion_body,
     parse_request,
-    prompt_usage,
     sse_events,
 )
+from tollgate_simulator.generate import RequestError, prompt_usage
 
 WEATHER_TOOL: Any = {
     "type": "function",
@@ -43,7 +44,7 @@ def req(text: str = "hello", **kw: Any) -> ChatRequest:
 
 def test_same_prompt_same_answer_and_usage() -> None:
     a, b = answer(req("What is a gateway?")), answer(req("What is a gateway?"))
-    assert a.content == b.content and a.usage() == b.usage()
+    assert a.content == b.content and chat_usage(a) == chat_usage(b)
     assert a.content != answer(req("What is a router?")).content
 
 
@@ -73,7 +74,7 @@ def test_reasoning_models_report_reasoning_tokens() -> None:
         )
         assert ans.reasoning_tokens > 0, model
         assert ans.completion_tokens == len(ans.pieces) + ans.reasoning_tokens
-        details = ans.usage()["completion_tokens_details"]
+        details = chat_usage(ans)["completion_tokens_details"]
         assert details["reasoning_tokens"] == ans.reasoning_tokens
     assert answer(req("2+2?")).reasoning_tokens == 0
     low = parse_request(
