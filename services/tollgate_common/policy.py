@@ -20,6 +20,9 @@ from tollgate_common.config import format_validation_error
 INTENTS = ("code", "math", "summarization", "extraction", "translation", "creative", "chat")
 TIERS = ("small", "medium", "large")
 Capability = Literal["tools", "json", "vision", "reasoning", "streaming"]
+# The client APIs an upstream may speak natively (a request in another is translated).
+Api = Literal["chat", "responses", "embeddings", "messages"]
+ModelKind = Literal["chat", "embedding"]
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_POLICY_FILE = DATA_DIR / "default-policy.yaml"
@@ -37,6 +40,9 @@ class _Strict(BaseModel):
 class Provider(_Strict):
     base_url: str = Field(pattern=r"^https?://")
     api_key_env: str = ""  # env var holding the key; empty means no key
+    # What the server speaks natively. OpenAI serves all three; most OpenAI-compatible
+    # servers (vLLM, Ollama) only chat and embeddings: Responses is then translated to chat.
+    apis: tuple[Api, ...] = Field(default=("chat", "responses", "embeddings"), min_length=1)
 
 
 class ModelEntry(_Strict):
@@ -45,8 +51,14 @@ class ModelEntry(_Strict):
     input_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
     output_per_mtok: float | None = Field(default=None, ge=0)
+    # Input tokens written to the provider's prompt cache; unset: 1.25x the input price
+    # (OpenAI's and Anthropic's 5-minute write price).
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int = Field(default=128_000, gt=0)
     capabilities: tuple[Capability, ...] = ("tools", "json", "streaming")
+    kind: ModelKind = "chat"  # embedding models serve /v1/embeddings only
+    # The length of an embedding model's vectors: a fallback must make vectors as long.
+    dimensions: int | None = Field(default=None, gt=0)
 
 
 class TenantPolicy(_Strict):
@@ -63,6 +75,14 @@ class CachePolicy(_Strict):
     ttl_seconds: int | None = Field(default=None, ge=1, le=2_592_000)
 
 
+class EmbeddingPolicy(_Strict):
+    """Embedding models are chosen by name (vectors of two models do not mix): ``auto``
+    means ``default_model``, and a model falls back only to its listed ``fallbacks``."""
+
+    default_model: str | None = None
+    fallbacks: dict[str, list[str]] = {}
+
+
 class Policy(_Strict):
     version: str = ""
     providers: dict[str, Provider]
@@ -72,6 +92,7 @@ class Policy(_Strict):
     baseline_model: str
     tenants: dict[str, TenantPolicy] = {}
     cache: CachePolicy = CachePolicy()
+    embeddings: EmbeddingPolicy = EmbeddingPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
@@ -91,6 +112,7 @@ class Policy(_Strict):
             for i, model in enumerate(t.allowed_models or []):
                 if model not in self.models:
                     errors.append(f"tenants.{tname}.allowed_models[{i}]: unknown model {model!r}")
+        errors += _check_kinds(self)
         if errors:
             raise ValueError("; ".join(errors))
         return self
@@ -130,6 +152,53 @@ def _check_routes(
             errors += [f"{where}.{intent}.{t}: missing" for t in TIERS if t not in tiers]
     if require_all:
         errors += [f"{where}.{i}: missing" for i in INTENTS if i not in routes]
+    return errors
+
+
+_A_KIND: dict[str, str] = {"chat": "a chat", "embedding": "an embedding"}
+
+
+def _check_kinds(p: Policy) -> list[str]:
+    """Chat routing names chat models only, embeddings embedding models only (unknown
+    names are reported by the reference checks). A fallback embedding model must make
+    vectors of the same length: one that does not would break the client's index."""
+
+    def wrong(where: str, name: str, want: ModelKind) -> list[str]:
+        m = p.models.get(name)
+        if m is None or m.kind == want:
+            return []
+        return [f"{where}: {name!r} is {_A_KIND[m.kind]} model, not {_A_KIND[want]} model"]
+
+    errors: list[str] = []
+    for field in ("default_model", "baseline_model"):
+        errors += wrong(field, getattr(p, field), "chat")
+    chains = [("routes", p.routes)] + [
+        (f"tenants.{tname}.routes", t.routes) for tname, t in p.tenants.items()
+    ]
+    for where, routes in chains:
+        for intent, tiers in routes.items():
+            for tier, chain in tiers.items():
+                for i, name in enumerate(chain):
+                    errors += wrong(f"{where}.{intent}.{tier}[{i}]", name, "chat")
+    e = p.embeddings
+    if e.default_model is not None:
+        if e.default_model not in p.models:
+            errors.append(f"embeddings.default_model: unknown model {e.default_model!r}")
+        errors += wrong("embeddings.default_model", e.default_model, "embedding")
+    for name, fallbacks in e.fallbacks.items():
+        where = f"embeddings.fallbacks.{name}"
+        if name not in p.models:
+            errors.append(f"{where}: unknown model {name!r}")
+            continue
+        errors += wrong(where, name, "embedding")
+        for i, fb in enumerate(fallbacks):
+            if fb not in p.models:
+                errors.append(f"{where}[{i}]: unknown model {fb!r}")
+                continue
+            errors += wrong(f"{where}[{i}]", fb, "embedding")
+            dims, fb_dims = p.models[name].dimensions, p.models[fb].dimensions
+            if dims is not None and fb_dims is not None and dims != fb_dims:
+                errors.append(f"{where}[{i}]: {fb!r} has {fb_dims} dimensions, {name!r} {dims}")
     return errors
 
 
@@ -176,14 +245,27 @@ def load_policy(path: Path = DEFAULT_POLICY_FILE, price_table: Path = PRICE_TABL
     return parse_policy(text, load_price_table(price_table))
 
 
+CACHE_WRITE_MULTIPLIER = 1.25  # a cache write's price over the input price, when unset
+
+
 def cost_usd(
-    model: ModelEntry, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0
+    model: ModelEntry,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_prompt_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> float:
-    """Usage x price. Cached prompt tokens are part of prompt_tokens (OpenAI's
-    convention) and are billed at the cached rate instead of the input rate."""
+    """Usage x price. Cached and cache-write prompt tokens are part of prompt_tokens
+    (OpenAI's convention) and are billed at their own rates instead of the input rate."""
     cached = min(cached_prompt_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - cached)
+    input_price = model.input_per_mtok or 0.0
+    write_price = model.cache_write_per_mtok
+    if write_price is None:
+        write_price = input_price * CACHE_WRITE_MULTIPLIER
     return (
-        (prompt_tokens - cached) * (model.input_per_mtok or 0.0)
+        (prompt_tokens - cached - written) * input_price
         + cached * (model.cached_input_per_mtok or 0.0)
+        + written * write_price
         + completion_tokens * (model.output_per_mtok or 0.0)
     ) / 1_000_000

@@ -39,22 +39,28 @@ _TOP = {
     "baselineModel": "baseline_model",
     "tenants": "tenants",
     "cache": "cache",
+    "embeddings": "embeddings",
 }
-_PROVIDER = {"baseURL": "base_url", "apiKeyEnv": "api_key_env"}
+_PROVIDER = {"baseURL": "base_url", "apiKeyEnv": "api_key_env", "apis": "apis"}
 _MODEL = {
     "provider": "provider",
     "upstreamModel": "upstream_model",
     "inputPerMTok": "input_per_mtok",
     "cachedInputPerMTok": "cached_input_per_mtok",
     "outputPerMTok": "output_per_mtok",
+    "cacheWritePerMTok": "cache_write_per_mtok",
     "contextWindow": "context_window",
     "capabilities": "capabilities",
+    "kind": "kind",
+    "dimensions": "dimensions",
 }
 _TENANT = {"routes": "routes", "allowedModels": "allowed_models", "maxTier": "max_tier"}
 _CACHE = {"enabled": "enabled", "ttlSeconds": "ttl_seconds"}
+# ``fallbacks`` maps model names to model names: its keys are not renamed.
+_EMBEDDINGS = {"defaultModel": "default_model", "fallbacks": "fallbacks"}
 _TO_CAMEL = {
     snake: camel
-    for table in (_TOP, _PROVIDER, _MODEL, _TENANT, _CACHE)
+    for table in (_TOP, _PROVIDER, _MODEL, _TENANT, _CACHE, _EMBEDDINGS)
     for camel, snake in table.items()
 }
 
@@ -93,6 +99,8 @@ def policy_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _named(value, _TENANT, "spec.tenants")
         elif key == "cache":
             out[key] = _rename(value, _CACHE, "spec.cache")
+        elif key == "embeddings":
+            out[key] = _rename(value, _EMBEDDINGS, "spec.embeddings")
         else:
             out[key] = value
     return out

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from tollgate_common.budgets import ACTIONS, PERIODS, RESOURCE_TENANT_RE
-from tollgate_common.policy import INTENTS, TIERS
+from tollgate_common.policy import INTENTS, TIERS, Api, ModelKind, Provider
 from tollgate_operator import GROUP, VERSION
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "tollgate" / "crds"
 CAPABILITIES = ("tools", "json", "vision", "reasoning", "streaming")
+APIS: tuple[str, ...] = get_args(Api)
+DEFAULT_APIS: tuple[str, ...] = Provider.model_fields["apis"].default
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 MODEL_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", "maxLength": 128}
 MAX_MODELS = 200
 
@@ -107,6 +110,14 @@ def routing_policy_spec() -> Schema:
                 "pattern": "^([A-Za-z_][A-Za-z0-9_]*)?$",
                 "maxLength": 128,
             },
+            "apis": {
+                "type": "array",
+                "description": "The client APIs the provider speaks natively; a request in "
+                f"another is translated. Default: {', '.join(DEFAULT_APIS)}.",
+                "minItems": 1,
+                "items": {"type": "string", "enum": list(APIS)},
+                "x-kubernetes-list-type": "set",
+            },
         },
         ["baseURL"],
     )
@@ -117,11 +128,29 @@ def routing_policy_spec() -> Schema:
             "inputPerMTok": _price("input tokens"),
             "cachedInputPerMTok": _price("cached input tokens"),
             "outputPerMTok": _price("output tokens"),
+            "cacheWritePerMTok": {
+                "type": "number",
+                "minimum": 0,
+                "description": "USD per 1M input tokens written to the provider's prompt "
+                "cache; default: the shipped price table, else 1.25x inputPerMTok.",
+            },
             "contextWindow": {"type": "integer", "minimum": 1},
             "capabilities": {
                 "type": "array",
                 "items": {"type": "string", "enum": list(CAPABILITIES)},
                 "x-kubernetes-list-type": "set",
+            },
+            "kind": {
+                "type": "string",
+                "enum": list(MODEL_KINDS),
+                "description": "embedding models serve /v1/embeddings only, and routes "
+                "name chat models only. Default: the shipped price table, else chat.",
+            },
+            "dimensions": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "The length of an embedding model's vectors; a fallback "
+                "must make vectors as long.",
             },
         },
         ["provider"],
@@ -145,6 +174,22 @@ def routing_policy_spec() -> Schema:
                 {
                     "enabled": {"type": "boolean"},
                     "ttlSeconds": {"type": "integer", "minimum": 1, "maximum": 2_592_000},
+                }
+            ),
+            "embeddings": _obj(
+                {
+                    "defaultModel": {
+                        **MODEL_NAME,
+                        "description": "The embedding model of `model: auto` on "
+                        "/v1/embeddings; unset: auto is refused.",
+                    },
+                    "fallbacks": _map(
+                        {"type": "array", "maxItems": 8, "items": dict(MODEL_NAME)},
+                        maxProperties=MAX_MODELS,
+                        description="model -> the models to try when it fails, in order: "
+                        "only the same model served elsewhere (vectors of two models "
+                        "do not mix).",
+                    ),
                 }
             ),
         },

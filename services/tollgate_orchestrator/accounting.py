@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tollgate.cache.v1 import cache_pb2
 from tollgate_common.policy import cost_usd
 from tollgate_orchestrator.metrics import OrchestratorMetrics
-from tollgate_orchestrator.types import LlmRequest, RouteDecision, Spending, Target
+from tollgate_orchestrator.types import API_LABELS, LlmRequest, RouteDecision, Spending, Target
 
 
 def round_cost(usd: float) -> float:
@@ -31,9 +31,12 @@ class Usage:
     completion: int = 0
     cached: int = 0
     reasoning: int = 0
+    cache_write: int = 0  # prompt tokens written to the provider's prompt cache (of prompt)
 
     def cost(self, target: Target) -> float:
-        return round_cost(cost_usd(target.entry, self.prompt, self.completion, self.cached))
+        return round_cost(
+            cost_usd(target.entry, self.prompt, self.completion, self.cached, self.cache_write)
+        )
 
     def pb(self) -> cache_pb2.Usage:
         return cache_pb2.Usage(
@@ -63,6 +66,11 @@ class Call:
         return self.adm.tenant
 
     @property
+    def api(self) -> str:
+        """The client API, as the ``api`` label of the metrics."""
+        return API_LABELS.get(self.req.api, "chat")
+
+    @property
     def route(self) -> RouteDecision:
         assert self.decision is not None, "routed before use"
         return self.decision
@@ -79,41 +87,59 @@ class Accounting:
 
     def hit(self, call: Call, provider: str, model: str, saved_usd: float) -> None:
         m = self.metrics
+        api = call.api
         m.llm_requests(
-            *m.labels(provider, model, call.route.intent, call.tenant), "cache_hit"
+            *m.labels(provider, model, call.route.intent, call.tenant, api), "cache_hit"
         ).inc()
         if saved_usd > 0:
-            m.savings("cache", m.tenant(call.tenant)).inc(saved_usd)
-        m.overhead("hit").observe(max(0.0, self.clock() - call.started))
+            m.savings("cache", m.tenant(call.tenant), api).inc(saved_usd)
+        m.overhead("hit", api).observe(max(0.0, self.clock() - call.started))
 
     def answered(self, call: Call, target: Target, usage: Usage, outcome: str) -> float:
         """A finished upstream call (whole or streamed): returns its cost, also on the admission."""
         d, m, req = call.route, self.metrics, call.req
         cost = call.adm.cost = usage.cost(target)
-        labels = m.labels(target.provider, target.name, d.intent, call.tenant)
-        m.usage(labels, usage.prompt, usage.cached, usage.completion, usage.reasoning, cost)
+        labels = m.labels(target.provider, target.name, d.intent, call.tenant, call.api)
+        m.usage(
+            labels,
+            usage.prompt,
+            usage.cached,
+            usage.completion,
+            usage.reasoning,
+            cost,
+            usage.cache_write,
+        )
         m.llm_requests(*labels, outcome).inc()
         if req.model == "auto" and d.baseline is not None and d.baseline.name != target.name:
-            baseline = cost_usd(d.baseline.entry, usage.prompt, usage.completion, usage.cached)
+            baseline = cost_usd(
+                d.baseline.entry, usage.prompt, usage.completion, usage.cached, usage.cache_write
+            )
             saved = round_cost(baseline) - cost
             if saved > 0:
-                m.savings("routing", m.tenant(call.tenant)).inc(saved)
+                m.savings("routing", m.tenant(call.tenant), call.api).inc(saved)
         total = self.clock() - call.started
         error = "" if outcome == "success" else outcome
         m.genai(
-            target.provider, req.model, target.name, total, error, usage.prompt, usage.completion
+            target.provider,
+            req.model,
+            target.name,
+            total,
+            error,
+            usage.prompt,
+            usage.completion,
+            call.api,
         )
         self._overhead(call, total)
         return cost
 
     def failed(self, call: Call, target: Target, error_type: str) -> None:
         m = self.metrics
-        labels = m.labels(target.provider, target.name, call.route.intent, call.tenant)
+        labels = m.labels(target.provider, target.name, call.route.intent, call.tenant, call.api)
         m.llm_requests(*labels, "error").inc()
         total = self.clock() - call.started
-        m.genai(target.provider, call.req.model, target.name, total, error_type)
+        m.genai(target.provider, call.req.model, target.name, total, error_type, api=call.api)
         self._overhead(call, total)
 
     def _overhead(self, call: Call, total: float) -> None:
         overhead = total - call.upstream_seconds - call.wait_seconds
-        self.metrics.overhead(call.cache).observe(max(0.0, overhead))
+        self.metrics.overhead(call.cache, call.api).observe(max(0.0, overhead))

@@ -7,6 +7,10 @@ inbound RPC and works for any number of orchestrator replicas, and a router that
 away leaves the last good policy in force. Applying a policy renews everything
 that is priced or named from it: metric label sets, ``/v1/models``, the degraded
 route, budget estimates and the provider clients.
+
+Embedding requests are routed here, not by the router (``embedding_route``): an
+embedding model is chosen by name, because vectors of two models do not mix, so
+there is nothing to classify.
 """
 
 from __future__ import annotations
@@ -16,11 +20,41 @@ from collections.abc import Callable
 
 from tollgate.router.v1 import router_pb2
 from tollgate_common.policy import ModelEntry, Policy
-from tollgate_orchestrator.types import Target
+from tollgate_orchestrator.errors import bad_request, model_not_allowed, model_not_found
+from tollgate_orchestrator.types import RouteDecision, Target
 
 log = logging.getLogger(__name__)
 
 _TARGET_MEMO_MAX = 1024
+AUTO = "auto"
+# The intent of an embedding decision: a value of the bounded ``intent`` label that is
+# not a chat intent (tollgate_common.policy.INTENTS), like the degraded route's.
+EMBEDDING_INTENT = "other"
+
+
+def embedding_chain(policy: Policy, model: str, tenant: str) -> list[str]:
+    """The embedding models to try for ``model`` (``auto``: the policy's default), its
+    listed fallbacks after it, within the tenant's ``allowed_models``. Raises the 400,
+    403 or 404 the client gets."""
+    rules = policy.tenants.get(tenant)
+    allowed = rules.allowed_models if rules is not None else None
+    if model == AUTO:
+        name = policy.embeddings.default_model
+        if name is None:
+            raise bad_request(
+                "model", "There is no default embedding model: name an embedding model."
+            )
+    else:
+        name = model
+        entry = policy.models.get(name)
+        if entry is None:
+            raise model_not_found(name)
+        if entry.kind != "embedding":
+            raise bad_request("model", f"The model `{name[:100]}` is not an embedding model.")
+    if allowed is not None and name not in allowed:
+        raise model_not_allowed(name)
+    fallbacks = policy.embeddings.fallbacks.get(name, [])
+    return [name, *(f for f in fallbacks if allowed is None or f in allowed)]
 
 
 class Catalog:
@@ -69,6 +103,13 @@ class Catalog:
             t = Target(name, m.provider, m.upstream_model or name, m, m.context_window)
             self._remember(key, t)
         return t
+
+    def embedding_route(self, model: str, tenant: str) -> RouteDecision:
+        """The route of an embedding request (see ``embedding_chain``), without the router."""
+        names = embedding_chain(self.policy, model, tenant)
+        chain = tuple(t for t in map(self.local, names) if t is not None)
+        reason = "embedding model by name; chain " + " > ".join(names)
+        return RouteDecision(EMBEDDING_INTENT, "", chain, None, False, reason)
 
     def remote(self, mt: router_pb2.ModelTarget) -> Target:
         p = mt.price

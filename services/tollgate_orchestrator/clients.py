@@ -22,10 +22,10 @@ from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.breaker import CircuitBreaker
 from tollgate_common.policy import TIERS, Policy, PolicyError, parse_policy
 from tollgate_orchestrator.catalog import Catalog
-from tollgate_orchestrator.errors import ApiError, model_not_allowed, model_not_found
+from tollgate_orchestrator.errors import ApiError, bad_request, model_not_allowed, model_not_found
 from tollgate_orchestrator.integrity import Signer
 from tollgate_orchestrator.metrics import OrchestratorMetrics
-from tollgate_orchestrator.types import LlmRequest, RouteDecision
+from tollgate_orchestrator.types import EMBEDDINGS_API, LlmRequest, RouteDecision
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,24 @@ DEGRADED_INTENT = "other"
 
 
 def degraded_model(policy: Policy, model: str, tenant: str) -> str:
-    """The model to serve without the router; raises 404 or 403 as the router would."""
+    """The chat model to serve without the router; raises 404, 400 (an embedding model)
+    or 403 as the router would."""
     rules = policy.tenants.get(tenant)
     allowed = rules.allowed_models if rules is not None else None
     if model != "auto":
         if model not in policy.models:
             raise model_not_found(model)
+        if policy.models[model].kind != "chat":
+            raise bad_request("model", f"The model `{model[:100]}` is an embedding model.")
         if allowed is not None and model not in allowed:
             raise model_not_allowed(model)
         return model
     if allowed is None or policy.default_model in allowed:
         return policy.default_model
-    # The tenant's own chain for small chat (within any max_tier), else any allowed model.
+    # The tenant's own chain for small chat (within any max_tier), else any allowed chat
+    # model (allowed_models may list embedding models too).
     for name in (*policy.chain("chat", TIERS[0], tenant), *allowed):
-        if name in allowed and name in policy.models:
+        if name in allowed and name in policy.models and policy.models[name].kind == "chat":
             return name
     raise model_not_allowed(model)
 
@@ -99,6 +103,11 @@ class RouterClient:
     async def route(
         self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
     ) -> RouteDecision:
+        if req.api == EMBEDDINGS_API:
+            # An embedding model is named, never classified: the router has nothing to
+            # decide, and the route holds whether the router is up or not. It never
+            # names a chat model (nor the router's routes an embedding one).
+            return self._catalog.embedding_route(req.model, tenant)
         if not self._breaker.allow():
             self._metrics.degraded("router", "circuit_open")
             return self.local(req.model, tenant)

@@ -141,6 +141,13 @@ class OrchestratorSettings(ServiceSettings):
     # The key that signs cache entries (at least 32 bytes), shared by every replica; unset:
     # a random key per process, so entries verify only on the replica that stored them.
     cache_signing_key_file: Path | None = None
+    # Stored Responses (``store``: previous_response_id, GET/DELETE /v1/responses/{id}):
+    # kept per tenant for this long, at most this many per tenant, in this process's
+    # memory, or in this Redis when set (shared by every replica; its own or the cache's).
+    responses_ttl_seconds: int = Field(default=30 * 86400, ge=60, le=400 * 86400)
+    responses_max_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
+    responses_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    responses_redis_url: SecretStr | None = None
     # Seconds between readiness going false and the listeners closing (endpoint removal).
     probe_interval_seconds: float = Field(default=5.0, gt=0)
 

@@ -32,8 +32,9 @@ from tollgate_orchestrator import openapi
 from tollgate_orchestrator.accounting import format_cost
 from tollgate_orchestrator.admission import Admission, request_id
 from tollgate_orchestrator.dialects import DIALECTS, Dialect
-from tollgate_orchestrator.errors import ERROR_TYPE_SERVER, ApiError, error_body
-from tollgate_orchestrator.types import Meta, Outcome, Streamed
+from tollgate_orchestrator.dialects import messages as messages_dialect
+from tollgate_orchestrator.errors import ERROR_TYPE_SERVER, ApiError, error_body, model_not_found
+from tollgate_orchestrator.types import STATE_MODEL, Meta, Outcome, Streamed
 
 if TYPE_CHECKING:  # the composition root imports the faces, not the reverse
     from tollgate_orchestrator.wiring import Gateway
@@ -42,10 +43,24 @@ log = logging.getLogger(__name__)
 
 
 MODELS_PATH = "/v1/models"
-PROBES = (MODELS_PATH, "/healthz", "/readyz", "/metrics")
+MODEL_PATH = "/v1/models/{model_id}"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+# Routes of the sessions (responses_session.mount), named here for the metrics' templates.
+RESPONSE_PATHS = ("/v1/responses/{response_id}", "/v1/responses/{response_id}/input_items")
+PROBES = (
+    MODELS_PATH,
+    MODEL_PATH,
+    COUNT_TOKENS_PATH,
+    *RESPONSE_PATHS,
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 _JSON = "application/json"
 _YES = ("1", "true", "yes")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+MESSAGES_PATH = "/v1/messages"
+_EPOCH = "1970-01-01T00:00:00Z"
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
 
 
@@ -65,6 +80,14 @@ def routes() -> tuple[str, ...]:
 def error_response(err: ApiError, dialect: Dialect | None = None) -> Response:
     body = dialect.error_body(err) if dialect is not None else err.body()
     return Response(body, err.status, headers=err.headers, media_type=_JSON)
+
+
+def _openai_model(name: str, owner: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+def _anthropic_model(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": _EPOCH}
 
 
 def response_headers(meta: Meta) -> dict[str, str]:
@@ -178,13 +201,21 @@ class SSEResponse(StreamingResponse):
     """Streams a ``Streamed`` answer, then closes its admission, whether the stream
     completed, failed, or the client went away."""
 
-    def __init__(self, events: AsyncIterator[bytes], meta: Meta, adm: Admission) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        meta: Meta,
+        adm: Admission,
+        source: AsyncIterator[bytes] | None = None,
+    ) -> None:
         super().__init__(
             events,
             media_type="text/event-stream",
             headers={**response_headers(meta), **_SSE_HEADERS},
         )
-        self._events = events
+        # ``events`` may wrap the pipeline's ``source``: closing a wrapper does not close
+        # what it iterates, so both are closed.
+        self._closing = (events,) if source is None or source is events else (events, source)
         self._adm = adm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -192,9 +223,10 @@ class SSEResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                aclose = getattr(self._events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                for events in self._closing:
+                    aclose = getattr(events, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
                 await self._adm.close()
 
 
@@ -280,14 +312,18 @@ def build_app(gw: Gateway) -> FastAPI:
         return error_response(ApiError(400, "Invalid request.", param=param))
 
     def endpoint(dialect: Dialect) -> Endpoint:
+        session = gw.sessions.get(dialect.path)
+
         async def llm(request: Request) -> Response:
             try:
                 adm = gw.admissions.open(request.scope["state"]["request_id"])
             except ApiError as err:
                 return error_response(err, dialect)
             try:
-                adm.assign(gw.keys.tenant_for(request.headers.get("authorization")))
+                adm.assign(gw.keys.tenant_for(dialect.authorization(request.headers)))
                 req = dialect.parse(await read_body(request, s.max_body_bytes), gw.limits)
+                if session is not None:
+                    req = await session.before(req, adm.tenant)
                 opt_in = request.headers.get(s.cache_opt_in_header, "").lower() in _YES
                 work = gw.pipeline.handle(adm, req, request.headers.get("cache-control"), opt_in)
                 outcome = await _run_watched(request, work)
@@ -299,11 +335,18 @@ def build_app(gw: Gateway) -> FastAPI:
                 if isinstance(exc, _Disconnected):
                     return Response(b"", CLIENT_CLOSED)
                 raise
+            req.state[STATE_MODEL] = outcome.meta.model
             if isinstance(outcome, Streamed):
-                return SSEResponse(dialect.render_stream(outcome.events), outcome.meta, adm)
+                events = dialect.render_stream(outcome.events)
+                if session is not None:
+                    events = session.watch(req, adm.tenant, events)
+                return SSEResponse(events, outcome.meta, adm, source=outcome.events)
             await adm.close()
             headers = response_headers(outcome.meta)
-            return Response(dialect.render(outcome.body), 200, headers=headers, media_type=_JSON)
+            body = dialect.render(outcome.body)
+            if session is not None:
+                body = session.after(req, adm.tenant, body)
+            return Response(body, 200, headers=headers, media_type=_JSON)
 
         return llm
 
@@ -318,25 +361,79 @@ def build_app(gw: Gateway) -> FastAPI:
         )(handler)
         route = next(r for r in app.routes if getattr(r, "path", None) == path)
         fast[("POST", path)] = (route, handler)
+    # sessions mount their own routes here
+    gw.responses.mount(app, gw)
 
-    @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)
-    async def models(request: Request) -> Response:
-        try:
-            tenant = gw.keys.tenant_for(request.headers.get("authorization"))
-        except ApiError as err:
-            gw.metrics.rejected(err.reason)
-            return error_response(err)
-        # Only what this tenant may use (L-9).
+    messages = DIALECTS.get(MESSAGES_PATH)
+
+    def models_dialect(request: Request) -> Dialect | None:
+        """Anthropic's SDKs list models at the same path: they send ``anthropic-version``."""
+        return messages if "anthropic-version" in request.headers else None
+
+    def usable(request: Request, dialect: Dialect | None) -> list[tuple[str, str]]:
+        """(model, owner) this tenant may use (L-9); raises 401."""
+        auth = dialect.authorization(request.headers) if dialect else None
+        tenant = gw.keys.tenant_for(auth or request.headers.get("authorization"))
         policy = gw.catalog.policy
         rules = policy.tenants.get(tenant)
         allowed = rules.allowed_models if rules is not None else None
-        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "tollgate"}]
-        data += [
-            {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
+        return [("auto", "tollgate")] + [
+            (name, entry.provider)
             for name, entry in policy.models.items()
             if allowed is None or name in allowed
         ]
-        return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+    @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)
+    async def models(request: Request) -> Response:
+        dialect = models_dialect(request)
+        try:
+            names = usable(request, dialect)
+        except ApiError as err:
+            gw.metrics.rejected(err.reason)
+            return error_response(err, dialect)
+        if dialect is not None:
+            data = [_anthropic_model(name) for name, _ in names]
+            page = {
+                "data": data,
+                "has_more": False,
+                "first_id": names[0][0],
+                "last_id": names[-1][0],
+            }
+            return Response(orjson.dumps(page), media_type=_JSON)
+        listed = [_openai_model(name, owner) for name, owner in names]
+        return Response(orjson.dumps({"object": "list", "data": listed}), media_type=_JSON)
+
+    @app.get(MODEL_PATH, openapi_extra=openapi.model_operation(), response_class=Response)
+    async def model(request: Request, model_id: str) -> Response:
+        dialect = models_dialect(request)
+        try:
+            owner = dict(usable(request, dialect)).get(model_id)
+            if owner is None:  # unknown and not allowed look the same (L-9)
+                raise model_not_found(model_id)
+        except ApiError as err:
+            gw.metrics.rejected(err.reason)
+            return error_response(err, dialect)
+        found = _anthropic_model(model_id) if dialect else _openai_model(model_id, owner)
+        return Response(orjson.dumps(found), media_type=_JSON)
+
+    if messages is not None:
+
+        @app.post(
+            COUNT_TOKENS_PATH,
+            openapi_extra=messages_dialect.count_tokens_openapi(),
+            response_class=Response,
+            summary="Count the input tokens of a message (Anthropic-compatible)",
+        )
+        async def count_tokens(request: Request) -> Response:
+            try:
+                gw.keys.tenant_for(messages.authorization(request.headers))
+                raw = await read_body(request, s.max_body_bytes)
+                return Response(messages_dialect.count_tokens(raw, gw.limits), media_type=_JSON)
+            except ApiError as err:
+                gw.metrics.rejected(err.reason)
+                return error_response(err, messages)
+            except _Disconnected:
+                return Response(b"", CLIENT_CLOSED)
 
     @app.get(
         "/healthz",
@@ -379,7 +476,7 @@ def build_app(gw: Gateway) -> FastAPI:
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            secured = [*DIALECTS, MODELS_PATH]
+            secured = [*DIALECTS, MODELS_PATH, MODEL_PATH, COUNT_TOKENS_PATH, *RESPONSE_PATHS]
             app.openapi_schema = openapi.bearer_security(base_openapi(), secured)
         return app.openapi_schema
 

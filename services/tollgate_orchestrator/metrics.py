@@ -16,9 +16,11 @@ from tollgate_common.metrics import Bounded, Children, Families
 from tollgate_common.policy import INTENTS, Policy
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES
+from tollgate_orchestrator.types import API_LABELS
 
 CACHE_RESULTS = ("hit", "miss", "bypass", "error", "invalid")
 STREAM_OUTCOMES = ("completed", "client_disconnect", "error", "timeout")
+RESPONSES_DROPPED = ("oversize", "error", "invalid")  # why an answer was not stored
 REJECTION_REASONS = (
     "auth",
     "size",
@@ -38,7 +40,10 @@ REJECTION_REASONS = (
 OUTCOMES = ("success", "cache_hit", "error", "partial", "cancelled")
 DEPENDENCIES = ("router", "cache", "budget_store")
 DEGRADED_REASONS = ("unavailable", "timeout", "circuit_open")
-TOKEN_TYPES = ("prompt", "cached_prompt", "completion", "reasoning")
+TOKEN_TYPES = ("prompt", "cached_prompt", "cache_write_prompt", "completion", "reasoning")
+APIS = tuple(API_LABELS.values())
+# The GenAI semantic conventions' operation name per client API.
+GENAI_OPERATIONS = {"embeddings": "embeddings"}  # every other API is a "chat"
 HTTP_METHODS = ("GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 OTHER = "other"
 
@@ -92,6 +97,7 @@ class OrchestratorMetrics:
         self.budget_limit = Children(g("tollgate_budget_limit_usd"))
         self.budget_remaining = Children(g("tollgate_budget_remaining_usd"))
         self.budget_actions = Children(c("tollgate_budget_actions_total"))
+        self.responses_dropped = Children(c("tollgate_responses_store_dropped_total"))
         self.genai_tokens = Children(h("gen_ai_client_token_usage"))
         self.genai_duration = Children(h("gen_ai_client_operation_duration_seconds"))
         self._preinit(models, list(tenants), budget_store)
@@ -104,9 +110,12 @@ class OrchestratorMetrics:
                 self.http_requests("POST", chat, code)
             self.http_duration("POST", chat)
         for r in CACHE_RESULTS:
-            self.cache_results(r)
+            for api in APIS:
+                self.cache_results(r, api)
         for o in STREAM_OUTCOMES:
             self.streams(o)
+        for reason in RESPONSES_DROPPED:
+            self.responses_dropped(reason)
         for reason in REJECTION_REASONS:
             self.rejections(reason)
         for dep in DEPENDENCIES:
@@ -117,7 +126,8 @@ class OrchestratorMetrics:
         self._breaker_series(models)
         for t in [*tenants, OTHER]:
             for source in ("cache", "routing"):
-                self.savings(source, t)
+                for api in APIS:
+                    self.savings(source, t, api)
 
     def _breaker_series(self, models: dict[str, str]) -> None:
         for model, provider in models.items():
@@ -148,12 +158,16 @@ class OrchestratorMetrics:
         self.rejections(reason if reason in REJECTION_REASONS else OTHER).inc()
 
     # --- LLM ------------------------------------------------------------------------
-    def labels(self, provider: str, model: str, intent: str, tenant: str) -> tuple[str, ...]:
+    def labels(
+        self, provider: str, model: str, intent: str, tenant: str, api: str
+    ) -> tuple[str, ...]:
+        """The LLM labels; ``api`` is already a label value (``API_LABELS``)."""
         return (
             self.provider(provider),
             self.model(model),
             self.intent(intent),
             self.tenant(tenant),
+            api,
         )
 
     def usage(
@@ -164,9 +178,11 @@ class OrchestratorMetrics:
         completion: int,
         reasoning: int,
         cost_usd: float,
+        cache_write: int = 0,
     ) -> None:
         self.tokens(*llm, "prompt").inc(prompt)
         self.tokens(*llm, "cached_prompt").inc(cached)
+        self.tokens(*llm, "cache_write_prompt").inc(cache_write)
         self.tokens(*llm, "completion").inc(completion)
         self.tokens(*llm, "reasoning").inc(reasoning)
         if cost_usd > 0:
@@ -183,9 +199,10 @@ class OrchestratorMetrics:
         error_type: str = "",
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        api: str = "chat",
     ) -> None:
         base = (
-            "chat",
+            GENAI_OPERATIONS.get(api, "chat"),
             self.provider(provider),
             self.request_model(request_model),
             self.model(response_model),

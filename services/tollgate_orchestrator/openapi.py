@@ -122,7 +122,8 @@ def chat_request_schema(max_messages: int, max_tokens: int, max_n: int) -> dict[
             "max_tokens": positive,
             "max_completion_tokens": positive,
             "n": {"type": "integer", "minimum": 1, "maximum": max_n},
-            "seed": {"type": "integer"},
+            # JSON integers beyond 64 bits parse as floats: the parser refuses them.
+            "seed": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
             "stop": {
                 "anyOf": [
                     {"type": "string"},
@@ -151,12 +152,12 @@ def chat_request_schema(max_messages: int, max_tokens: int, max_n: int) -> dict[
     }
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, **_json(ERROR_SCHEMA)}
+def error_content(description: str) -> dict[str, Any]:
+    return {"description": description, **json_content(ERROR_SCHEMA)}
 
 
 COMPLETION_SCHEMA: dict[str, Any] = {
@@ -172,33 +173,59 @@ COMPLETION_SCHEMA: dict[str, Any] = {
 }
 
 
-def chat_operation(max_messages: int, max_tokens: int, max_n: int) -> dict[str, Any]:
-    """``openapi_extra`` for POST /v1/chat/completions."""
+def llm_operation(
+    request: dict[str, Any],
+    answer: dict[str, Any],
+    described: str,
+    bad: str = "",
+    streams: bool = True,
+) -> dict[str, Any]:
+    """``openapi_extra`` of an LLM endpoint in OpenAI's error shape: its request schema, its
+    answer (JSON, or server-sent events with ``stream: true``) and the errors every one has."""
+    content: dict[str, Any] = {"application/json": {"schema": answer}}
+    if streams:
+        content["text/event-stream"] = {"schema": {"type": "string"}}
     return {
-        "requestBody": {
-            "required": True,
-            **_json(chat_request_schema(max_messages, max_tokens, max_n)),
-        },
+        "requestBody": {"required": True, **json_content(request)},
         "responses": {
             "200": {
-                "description": "A chat completion, or with `stream: true` server-sent events.",
-                "content": {
-                    "application/json": {"schema": COMPLETION_SCHEMA},
-                    "text/event-stream": {"schema": {"type": "string"}},
-                },
+                "description": described,
+                "content": content,
             },
-            "400": _error("Invalid request; `param` names the field."),
-            "401": _error("Missing or wrong API key."),
-            "404": _error("Unknown model."),
-            "413": _error("Request body too large."),
-            "429": _error("Budget exhausted or upstream rate limited."),
-            "502": _error("Every upstream attempt failed."),
-            "503": _error("Over the concurrency cap, or no model available; see Retry-After."),
-            "504": _error("The upstream did not answer within the deadline."),
+            "400": error_content(f"Invalid request; `param` names the field.{bad}"),
+            "401": error_content("Missing or wrong API key."),
+            "403": error_content("The key may not use this model."),
+            "404": error_content("Unknown model."),
+            "413": error_content("Request body too large."),
+            "429": error_content("Budget exhausted or upstream rate limited."),
+            "502": error_content("Every upstream attempt failed."),
+            "503": error_content(
+                "Over the concurrency cap, or no model available; see Retry-After."
+            ),
+            "504": error_content("The upstream did not answer within the deadline."),
         },
     }
 
 
+def chat_operation(max_messages: int, max_tokens: int, max_n: int) -> dict[str, Any]:
+    """``openapi_extra`` for POST /v1/chat/completions."""
+    return llm_operation(
+        chat_request_schema(max_messages, max_tokens, max_n),
+        COMPLETION_SCHEMA,
+        "A chat completion, or with `stream: true` server-sent events.",
+    )
+
+
+MODEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "object", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
 MODELS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["object", "data"],
@@ -206,16 +233,7 @@ MODELS_SCHEMA: dict[str, Any] = {
         "object": {"type": "string"},
         "data": {
             "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "object", "owned_by"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "object": {"type": "string"},
-                    "created": {"type": "integer"},
-                    "owned_by": {"type": "string"},
-                },
-            },
+            "items": MODEL_SCHEMA,
         },
     },
 }
@@ -224,15 +242,25 @@ MODELS_SCHEMA: dict[str, Any] = {
 def models_operation() -> dict[str, Any]:
     return {
         "responses": {
-            "200": {"description": "The model catalog.", **_json(MODELS_SCHEMA)},
-            "401": _error("Missing or wrong API key."),
+            "200": {"description": "The model catalog.", **json_content(MODELS_SCHEMA)},
+            "401": error_content("Missing or wrong API key."),
+        }
+    }
+
+
+def model_operation() -> dict[str, Any]:
+    return {
+        "responses": {
+            "200": {"description": "One model this key may use.", **json_content(MODEL_SCHEMA)},
+            "401": error_content("Missing or wrong API key."),
+            "404": error_content("No such model, or not one this key may use."),
         }
     }
 
 
 def probe_operation(description: str, codes: tuple[str, ...] = ("200",)) -> dict[str, Any]:
     schema = {"type": "object", "properties": {"status": {"type": "string"}}}
-    return {"responses": {c: {"description": description, **_json(schema)} for c in codes}}
+    return {"responses": {c: {"description": description, **json_content(schema)} for c in codes}}
 
 
 def bearer_security(schema: dict[str, Any], secured: list[str]) -> dict[str, Any]:
@@ -242,7 +270,15 @@ def bearer_security(schema: dict[str, Any], secured: list[str]) -> dict[str, Any
         "type": "http",
         "scheme": "bearer",
     }
+    # Anthropic's clients send the key as x-api-key (Claude Code, older SDKs) or as a bearer.
+    components["securitySchemes"]["apiKeyAuth"] = {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+    }
+    either: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
     for path in secured:
+        security = either if path.startswith("/v1/messages") else [{"bearerAuth": []}]
         for op in schema.get("paths", {}).get(path, {}).values():
-            op["security"] = [{"bearerAuth": []}]
+            op["security"] = security
     return schema

@@ -29,6 +29,7 @@ from tollgate_orchestrator.providers import Upstream
 from tollgate_orchestrator.relay import Relay
 from tollgate_orchestrator.retry import CLIENT
 from tollgate_orchestrator.types import (
+    EMBEDDINGS_API,
     Cache,
     EarlyLookup,
     LlmRequest,
@@ -73,8 +74,14 @@ class Pipeline:
         """The budget reservation: prompt estimate plus max_tokens (or the default) per choice,
         at the explicit model's price, or the baseline's for ``auto`` (an upper bound)."""
         policy = self.catalog.policy
-        entry = policy.models.get(req.model) or policy.models[policy.baseline_model]
-        completion = (req.max_tokens or self.settings.budget_default_completion_tokens) * req.n
+        fallback = policy.baseline_model
+        if req.api == EMBEDDINGS_API and policy.embeddings.default_model:
+            fallback = policy.embeddings.default_model  # auto names the default embedder
+        entry = policy.models.get(req.model) or policy.models[fallback]
+        cap = req.max_tokens  # 0 where there is no completion (embeddings)
+        completion = (
+            cap if cap is not None else self.settings.budget_default_completion_tokens
+        ) * req.n
         return cost_usd(entry, req.est_prompt_tokens, completion)
 
     async def handle(
@@ -89,7 +96,7 @@ class Pipeline:
         wire = WIRES[req.api]
         adm.reservation = await self.budgets.reserve(adm.tenant, self.estimate_usd(req))
         downgrade = adm.reservation.downgrade
-        mode = cache_mode(req.body, cache_control, opt_in)
+        mode = cache_mode(req.body, cache_control, opt_in or wire.deterministic)
         if not self.catalog.policy.cache.enabled:
             mode = mode._replace(lookup=False, store=False)
         early = self._early_lookup(wire, req, adm.tenant, mode.lookup and not downgrade)
@@ -112,13 +119,13 @@ class Pipeline:
             )
             hit = self._hit(call, wire, entry) if entry is not None else None
             if hit is not None:
-                self.metrics.cache_results("hit").inc()
+                self.metrics.cache_results("hit", call.api).inc()
                 return hit
             result = "miss" if entry is not None else result  # an unplayable entry is a miss
-            self.metrics.cache_results(result).inc()
+            self.metrics.cache_results(result, call.api).inc()
             call.cache = "miss" if result in ("miss", "invalid") else "bypass"
         else:
-            self.metrics.cache_results("bypass").inc()
+            self.metrics.cache_results("bypass", call.api).inc()
         try:
             return await (self._stream(call, wire, adm) if req.stream else self._complete(call))
         except Exhausted as exc:
@@ -184,7 +191,9 @@ class Pipeline:
 
         target, upstream, t0 = await self.attempts.run(call, attempt, observe_success=False)
         now = self._clock()
-        m.ttft(m.provider(target.provider), m.model(target.name)).observe(now - call.started)
+        m.ttft(m.provider(target.provider), m.model(target.name), call.api).observe(
+            now - call.started
+        )
         relay = Relay(
             call=call,
             target=target,

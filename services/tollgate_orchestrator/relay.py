@@ -73,16 +73,24 @@ class Relay:
                 if ev is not None:
                     yield ev
             end = None
+            done_event = self.wire.done_event
             async for payload in self.upstream:
                 end = self.wire.end_of(payload)
-                if end is not None:
-                    break
+                if end is not None and done_event:
+                    break  # a marker (chat's [DONE]): the relay sends its own
                 ev = feed(payload, self._price)
                 if ev is not None:
                     yield ev
+                if end is not None:
+                    break  # a terminal event the client needs, forwarded above
             if end == "done":
                 self.outcome = "completed"
-                yield self.wire.done_event
+                if done_event:
+                    yield done_event
+            elif end == "error" and not done_event:
+                self.outcome = "error"  # the upstream's own error event went through
+                self._failed(PROTOCOL)
+                self._price(self._usage())
             else:
                 self.outcome = "error"
                 yield self._error()
@@ -98,10 +106,12 @@ class Relay:
         message: str = "The upstream stream failed after it started; the answer is incomplete.",
         code: str = "upstream_stream_error",
     ) -> bytes:
+        self._failed(TIMEOUT if code == "upstream_timeout" else PROTOCOL)
+        return self.parser.error(message, code, self._price(self._usage()))
+
+    def _failed(self, error_class: str) -> None:
         m, t = self.accounting.metrics, self.target
-        m.upstream_error(t.provider, t.name, TIMEOUT if code == "upstream_timeout" else PROTOCOL)
-        usage = self._usage()
-        return self.wire.stream_error(message, code, self._price(usage))
+        m.upstream_error(t.provider, t.name, error_class)
 
     def _usage(self) -> Usage:
         """The stream's usage, or an estimate when it ended without one."""

@@ -151,7 +151,7 @@ class Assembler:
         return out
 
 
-def _pieces(text: str, size: int) -> list[str]:
+def pieces(text: str, size: int) -> list[str]:
     """Split text into pieces of about ``size`` characters at word boundaries."""
     out: list[str] = []
     cur = ""
@@ -189,7 +189,7 @@ def replay(
         emit([{"index": idx, "delta": first, "logprobs": None, "finish_reason": None}])
         content = msg.get("content")
         if isinstance(content, str):
-            for piece in _pieces(content, piece_chars):
+            for piece in pieces(content, piece_chars):
                 d: dict[str, Any] = {"content": piece}
                 emit([{"index": idx, "delta": d, "logprobs": None, "finish_reason": None}])
         for i, tc in enumerate(msg.get("tool_calls") or ()):

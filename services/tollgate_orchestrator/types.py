@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tollgate.cache.v1 import cache_pb2
 from tollgate_common.policy import ModelEntry
 
-CHAT_API = "openai.chat"  # the upstream wire API of OpenAI Chat Completions
+# The wire APIs: what a request body is written in and what an upstream speaks.
+CHAT_API = "openai.chat"  # OpenAI Chat Completions
+RESPONSES_API = "openai.responses"  # OpenAI Responses
+EMBEDDINGS_API = "openai.embeddings"  # OpenAI Embeddings
+MESSAGES_API = "anthropic.messages"  # Anthropic Messages
+# The ``api`` label of the metrics (bounded), and a provider's ``apis`` in the policy.
+API_LABELS = {
+    CHAT_API: "chat",
+    RESPONSES_API: "responses",
+    MESSAGES_API: "messages",
+    EMBEDDINGS_API: "embeddings",
+}
+API_OF_LABEL = {label: api for api, label in API_LABELS.items()}
+# The key in ``LlmRequest.state`` where the HTTP face puts the catalog model that answered,
+# for the dialect's session (two catalog names may share an upstream model).
+STATE_MODEL = "tollgate.model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,9 @@ class LlmRequest:
     api: str = CHAT_API
     # Prompt tokens beyond the message text: tools, tool calls, schemas, images, files.
     est_extra_tokens: int = 0
+    # A dialect's own state, carried from parse to its session (e.g. the Responses
+    # store's expanded input); never sent upstream.
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def est_prompt_tokens(self) -> int:

@@ -8,8 +8,9 @@ Every failure is a 400 whose ``param`` names the field (``messages[1].role``,
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -34,7 +35,7 @@ KNOWN_FIELDS = frozenset(
         "web_search_options",
     }
 )
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs")
@@ -50,7 +51,7 @@ IMAGE_LOW_DETAIL_TOKENS = 85
 FILE_ID_TOKENS = 4096
 
 
-def _json_tokens(value: Any) -> int:
+def json_tokens(value: Any) -> int:
     try:
         return len(orjson.dumps(value)) // 4
     except (TypeError, orjson.JSONEncodeError):  # checked JSON only; never on a parsed body
@@ -68,7 +69,7 @@ def _part_tokens(part: dict[str, Any]) -> int:
         file = part.get("file")
         if isinstance(file, dict) and file.get("file_data") is None:
             return FILE_ID_TOKENS
-    return _json_tokens(part)
+    return json_tokens(part)
 
 
 def _extra_tokens(msg: dict[str, Any]) -> int:
@@ -79,7 +80,7 @@ def _extra_tokens(msg: dict[str, Any]) -> int:
         n += sum(_part_tokens(p) for p in content if p["type"] != "text")
     for name in ("tool_calls", "function_call"):
         if msg.get(name) is not None:
-            n += _json_tokens(msg[name])
+            n += json_tokens(msg[name])
     for name in ("name", "refusal"):
         if isinstance(msg.get(name), str):
             n += len(msg[name]) // 4 + 1
@@ -93,11 +94,16 @@ class Limits:
     max_n: int = 8
 
 
-def _is_int(v: object) -> bool:
+def is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: object) -> bool:
+def one_of(v: object, options: Collection[str]) -> bool:
+    """``v`` is one of ``options``: a list or a dict from a client is not (nor hashable)."""
+    return isinstance(v, str) and v in options
+
+
+def is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -221,7 +227,7 @@ def _check_tools(value: Any) -> bool:
         if not isinstance(fn, dict):
             raise bad_request(f"{where}.function", f"'{where}.function' must be an object.")
         name = fn.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
             raise bad_request(
                 f"{where}.function.name",
                 f"'{where}.function.name' must be 1-64 letters, digits, '_' or '-'.",
@@ -241,7 +247,7 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
     v = body.get(name)
     if v is None:
         return
-    if not _is_number(v) or not lo <= v <= hi:
+    if not is_number(v) or not lo <= v <= hi:
         raise bad_request(name, f"'{name}' must be a number between {lo:g} and {hi:g}.")
 
 
@@ -251,7 +257,7 @@ def _max_tokens(body: dict[str, Any], limits: Limits) -> int | None:
         v = body.get(name)
         if v is None:
             continue
-        if not _is_int(v) or v < 1:
+        if not is_int(v) or v < 1:
             raise bad_request(name, f"'{name}' must be a positive integer.")
         if v > limits.max_tokens_cap:
             raise bad_request(name, f"'{name}' is {v}; at most {limits.max_tokens_cap}.")
@@ -261,10 +267,10 @@ def _max_tokens(body: dict[str, Any], limits: Limits) -> int | None:
 
 def _check_misc(body: dict[str, Any], limits: Limits) -> int:
     n = body.get("n")
-    if n is not None and (not _is_int(n) or not 1 <= n <= limits.max_n):
+    if n is not None and (not is_int(n) or not 1 <= n <= limits.max_n):
         raise bad_request("n", f"'n' must be an integer between 1 and {limits.max_n}.")
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise bad_request("seed", "'seed' must be an integer.")
     stop = body.get("stop")
     stop_ok = stop is None or isinstance(stop, str)
@@ -290,7 +296,7 @@ def _check_misc(body: dict[str, Any], limits: Limits) -> int:
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise bad_request(name, f"'{name}' must be a boolean.")
     top_logprobs = body.get("top_logprobs")
-    if top_logprobs is not None and (not _is_int(top_logprobs) or not 0 <= top_logprobs <= 20):
+    if top_logprobs is not None and (not is_int(top_logprobs) or not 0 <= top_logprobs <= 20):
         raise bad_request("top_logprobs", "'top_logprobs' must be an integer between 0 and 20.")
     return n if n is not None else 1
 
@@ -338,9 +344,9 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
     # the tool choice, a JSON schema.
     for name in ("tools", "functions", "tool_choice"):
         if body.get(name) is not None:
-            extra += _json_tokens(body[name])
+            extra += json_tokens(body[name])
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
-        extra += _json_tokens(rf)
+        extra += json_tokens(rf)
     return LlmRequest(
         body=body,
         model=model.strip(),

@@ -53,13 +53,17 @@ from tollgate_orchestrator.budget import (
 from tollgate_orchestrator.catalog import Catalog
 from tollgate_orchestrator.clients import CacheClient, RouterClient
 from tollgate_orchestrator.config import OrchestratorSettings, load_keys
+from tollgate_orchestrator.dialects import Session
 from tollgate_orchestrator.edge import EdgeLimits, edge_protocol
 from tollgate_orchestrator.fallback import Attempts
 from tollgate_orchestrator.http_api import build_app, routes
 from tollgate_orchestrator.integrity import Signer
 from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.pipeline import Pipeline
+from tollgate_orchestrator.providers.dispatch import Dispatch
 from tollgate_orchestrator.providers.openai import Bounds, Upstreams
+from tollgate_orchestrator.responses_session import RESPONSES_PATH, ResponsesSession
+from tollgate_orchestrator.responses_store import open_store
 from tollgate_orchestrator.service import CALLERS, SERVICE_NAME, OrchestratorService
 from tollgate_orchestrator.validation import Limits
 
@@ -171,11 +175,17 @@ class Gateway:
             catalog=self.catalog,
             router=self.router,
             cache=cache,
-            upstreams=self.upstreams,
+            upstreams=Dispatch(self.upstreams),
             budgets=self.budgets,
             attempts=attempts,
             accounting=Accounting(m),
         )
+        # A dialect's state around the pipeline, by its path (the Responses store).
+        self.sessions: dict[str, Session] = {}
+        self.responses = ResponsesSession(
+            open_store(s), self.catalog, on_drop=lambda reason: m.responses_dropped(reason).inc()
+        )
+        self.sessions[RESPONSES_PATH] = self.responses
         self.ready = False
         self.draining = False
         self.dependencies = {"router": True, "cache": True}
@@ -223,6 +233,7 @@ class Gateway:
     async def close(self) -> None:
         await self.pipeline.drain_background(1.0)
         await self.upstreams.close()
+        await self.responses.close()
         await self.store.close()
         await self.router_channel.close()
         await self.cache_channel.close()

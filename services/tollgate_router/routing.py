@@ -8,6 +8,9 @@ Pure (no gRPC, no I/O, no metrics). The steps, in order:
 4. drop models the tenant may not use, that lack a needed capability (tools, json) or
    whose context window is too small; if nothing is left, pick the cheapest catalog
    models that fit, and say so in the reason.
+
+Only chat models are routed: embedding models serve /v1/embeddings, which the
+orchestrator routes by name without asking here; the policy keeps them out of chains.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ class RoutingError(Exception):
 class UnknownModel(RoutingError):
     def __init__(self, model: str) -> None:
         super().__init__(f"model {model!r} is not in the routing policy's catalog")
+        self.model = model
+
+
+class NotAChatModel(RoutingError):
+    """An explicit model that is an embedding model: it cannot answer a chat request."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model {model!r} is an embedding model; use it on /v1/embeddings")
         self.model = model
 
 
@@ -115,13 +126,14 @@ def _substitutes(
     def price(name: str) -> float:
         return cost_usd(policy.models[name], prompt_tokens, completion_tokens)
 
-    fit = [n for n, m in policy.models.items() if not _unfit(n, m, allowed, needs, context_tokens)]
+    chat = {n: m for n, m in policy.models.items() if m.kind == "chat"}
+    fit = [n for n, m in chat.items() if not _unfit(n, m, allowed, needs, context_tokens)]
     if fit:
         fit.sort(key=price)
         return fit[:MAX_SUBSTITUTES], False
-    usable = [n for n, m in policy.models.items() if not _unfit(n, m, allowed, needs, 0)]
+    usable = [n for n, m in chat.items() if not _unfit(n, m, allowed, needs, 0)]
     if not usable:
-        usable = [n for n, m in policy.models.items() if not _unfit(n, m, allowed, (), 0)]
+        usable = [n for n, m in chat.items() if not _unfit(n, m, allowed, (), 0)]
     usable.sort(key=lambda n: (-policy.models[n].context_window, price(n)))
     return usable[:MAX_SUBSTITUTES], True
 
@@ -144,7 +156,7 @@ def _tier(
 
 
 def decide(policy: Policy, req: RouteInput) -> Decision:
-    """Route one request. Raises ``UnknownModel`` or ``ModelNotAllowed``."""
+    """Route one request. Raises ``UnknownModel``, ``NotAChatModel`` or ``ModelNotAllowed``."""
     f = req.features
     tenant = policy.tenants.get(req.tenant) if req.tenant else None
     allowed = tenant.allowed_models if tenant is not None else None
@@ -152,6 +164,8 @@ def decide(policy: Policy, req: RouteInput) -> Decision:
     if explicit:
         if req.model not in policy.models:
             raise UnknownModel(req.model)
+        if policy.models[req.model].kind != "chat":
+            raise NotAChatModel(req.model)
         if allowed is not None and req.model not in allowed:
             raise ModelNotAllowed(req.model, req.tenant)
 

@@ -14,7 +14,13 @@ from tollgate_common.policy import Policy, PolicyError
 from tollgate_router.classifier import MAX_TEXT_CHARS, Features
 from tollgate_router.metrics import RouterMetrics
 from tollgate_router.policy_store import PolicyState, PolicyStore
-from tollgate_router.routing import ModelNotAllowed, RouteInput, UnknownModel, decide
+from tollgate_router.routing import (
+    ModelNotAllowed,
+    NotAChatModel,
+    RouteInput,
+    UnknownModel,
+    decide,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +107,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
             start = time.perf_counter()
             d = decide(state.policy, route_input)
             elapsed = time.perf_counter() - start
-        except InvalidInput as exc:
+        except (InvalidInput, NotAChatModel) as exc:
+            # The orchestrator answers INVALID_ARGUMENT as a 400 on `model` with this text.
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises
         except UnknownModel as exc:

@@ -1,7 +1,8 @@
 """Bounded labels (issue 3 §7): 1,000 requests with random unknown models, random keys,
 random paths and methods, and valid requests carrying random user ids, metadata and
-request ids must not mint series. Unknown values land as ``other``; no random value
-ever reaches a label or the exposition.
+request ids, in every client API (chat, Responses, Messages, embeddings, and stored
+Responses fetched by random ids), must not mint series. Unknown values land as
+``other``; no random value ever reaches a label or the exposition.
 
 LiteLLM minted a permanent series for every junk model name (PR #39136) and leaked
 memory through user and key labels (#12159): this is the test that keeps tollgate
@@ -47,7 +48,22 @@ ALLOWED = {
     "gen_ai_request_model": {*POLICY.models, "auto", "other"},
     "gen_ai_response_model": {*POLICY.models, "other"},
     "tenant": {"dev", "team-a", "other"},
-    "route": {CHAT, "/v1/models", "/healthz", "/readyz", "/metrics", "other"},
+    "route": {
+        CHAT,
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{model_id}",
+        "/v1/responses/{response_id}",
+        "/v1/responses/{response_id}/input_items",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "other",
+    },
+    "api": {"chat", "responses", "messages", "embeddings"},
     "method": {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "other"},
     "intent": {*INTENTS, "other"},
 }
@@ -92,40 +108,68 @@ def rand() -> str:
     return "zz" + uuid.uuid4().hex[:12]
 
 
+APIS = ("chat", "responses", "messages", "embeddings")
+PATHS = {
+    "chat": CHAT,
+    "responses": "/v1/responses",
+    "messages": "/v1/messages",
+    "embeddings": "/v1/embeddings",
+}
+
+
+def api_body(api: str, model: str, text: str, **extra: Any) -> dict[str, Any]:
+    """A valid request of one client API; ``model`` is a chat model (or ``auto``)."""
+    if api == "embeddings":
+        model = "text-embedding-3-small" if model != "auto" and model in POLICY.models else model
+        return {"model": model, "input": text, **{k: v for k, v in extra.items() if k == "user"}}
+    if api == "responses":
+        return {"model": model, "input": text, "max_output_tokens": 16, **extra}
+    if api == "messages":
+        extra = {"metadata": {"user_id": extra["user"]}} if "user" in extra else {}
+        return {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": text}],
+                **extra}  # fmt: skip
+    return {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16,
+            **extra}  # fmt: skip
+
+
 def junk_request(rng: random.Random) -> tuple[str, str, dict[str, str], bytes | None, str]:
     """(method, path, headers, body, the random values it carries)."""
-    kind = rng.randrange(5)
+    kind = rng.randrange(6)
     token = rand()
     rid = {"x-request-id": rand()}
+    api = rng.choice(APIS)
     body: dict[str, Any]
     if kind == 0:  # an unknown model, shaped like a real one or not
         model = rng.choice([f"gpt-4o-{token}", token, f"{token}/llama-3"])
-        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-        return "POST", CHAT, {**AUTH, **rid}, as_json(body), model
+        body = api_body(api, model, "hi")
+        return "POST", PATHS[api], {**AUTH, **rid}, as_json(body), model
     if kind == 1:  # a random key
-        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+        body = api_body(api, "auto", "hi")
         return (
             "POST",
-            CHAT,
+            PATHS[api],
             {"authorization": f"Bearer sk-{token}", **rid},
             as_json(body),
             token,
         )
+    if kind == 5:  # a stored Response by a random id, or a random model by id
+        paths = [f"/v1/responses/resp_{token}", f"/v1/responses/resp_{token}/input_items"]
+        path = rng.choice([*paths, f"/v1/models/{token}"])
+        method = rng.choice(["GET", "DELETE"]) if path == paths[0] else "GET"
+        return method, path, {**AUTH, **rid}, None, token
     if kind == 2:  # a random path
         path = rng.choice([f"/v1/{token}", f"/{token}", f"/v1/chat/completions/{token}"])
         return rng.choice(["GET", "POST"]), path, {**AUTH, **rid}, None, token
     if kind == 3:  # a random method on a real route
         method = rng.choice(["PUT", "DELETE", "PATCH", "OPTIONS"])
         return method, CHAT, {**AUTH, **rid}, None, token
-    body = {  # a valid request full of per-user values that must stay out of labels
-        "model": rng.choice(["auto", "gpt-4o-mini"]),
-        "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
-        "user": token,
-        "metadata": {"customer": token},
-        "max_tokens": 16,
-    }
+    # a valid request full of per-user values that must stay out of labels
+    extra: dict[str, Any] = {"user": token}
+    if api in ("chat", "responses"):
+        extra["metadata"] = {"customer": token}
+    body = api_body(api, rng.choice(["auto", "gpt-4o-mini"]), rng.choice(PROMPTS), **extra)
     key = rng.choice([AUTH["authorization"], "Bearer sk-team-a-0000000000000000000000000"])
-    return "POST", CHAT, {"authorization": key, **rid}, as_json(body), token
+    return "POST", PATHS[api], {"authorization": key, **rid}, as_json(body), token
 
 
 def as_json(body: dict[str, Any]) -> bytes:
@@ -154,17 +198,17 @@ def warm_up(base: str) -> None:
     asyncio.run(fire(base, 100, seed=1))
     with httpx2.Client(base_url=base, timeout=30) as c:
         for key in (AUTH["authorization"], "Bearer sk-team-a-0000000000000000000000000"):
-            for model in ("auto", "gpt-4o-mini"):
-                for prompt in PROMPTS:
-                    for stream in (False, True):
-                        body = {
-                            "model": model,
-                            "messages": [{"role": "user", "content": prompt}],
-                            "max_tokens": 16,
-                            "stream": stream,
-                        }
-                        resp = c.post(CHAT, content=as_json(body), headers={"authorization": key})
-                        assert resp.status_code == 200
+            for api in APIS:
+                for model in ("auto", "gpt-4o-mini"):
+                    for prompt in PROMPTS:
+                        for stream in (False, True) if api != "embeddings" else (False,):
+                            body = api_body(api, model, prompt)
+                            if stream:
+                                body["stream"] = True
+                            resp = c.post(
+                                PATHS[api], content=as_json(body), headers={"authorization": key}
+                            )
+                            assert resp.status_code == 200, resp.text
 
 
 def test_random_models_keys_and_paths_mint_no_series(stack: Stack) -> None:

@@ -4,7 +4,9 @@ The workload: routed and explicit requests, cache misses then hits (plain and st
 a model the operator added after start (pushed to the router, followed by the orchestrator),
 a fallback after injected 500s, a retry after a 429 with Retry-After, streams with
 ``include_usage``, a reasoning model, a long cached system prefix, a gRPC ``Complete``,
-and budget rejections of a second tenant with a tiny budget.
+budget rejections of a second tenant with a tiny budget, and the other client APIs
+(Responses and Anthropic Messages, whole, streamed and cached; embeddings, cached by
+default), each read from its own answer shape.
 
 The recount, from what clients were told and the price table alone:
 - every answer's cost == its usage x ``tollgate_common.policy`` prices, and
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx2
 import openai
 import orjson
 import pytest
@@ -73,11 +76,14 @@ class Answer:
     reasoning: int
     tenant: str = "dev"
     key: str = ""  # which request this was, to pair hits with the miss that stored them
+    api: str = "chat"
+    cache_write: int = 0
 
     def recount(self) -> float:
         if self.cache == "hit":
             return 0.0
-        return cost_usd(POLICY.models[self.model], self.prompt, self.completion, self.cached)
+        entry = POLICY.models[self.model]
+        return cost_usd(entry, self.prompt, self.completion, self.cached, self.cache_write)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,129 @@ def ask(c: OpenAI, key: str = "", tenant: str = "dev", **req: Any) -> Answer:
                   cached, reasoning, tenant, key)  # fmt: skip
 
 
+def _events(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON data of each SSE event (named events or not)."""
+    out = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data: ") and line[6:].strip() not in (b"", b"[DONE]"):
+            out.append(orjson.loads(line[6:]))
+    return out
+
+
+def ask_api(http: httpx2.Client, api: str, body: dict[str, Any], key: str = "") -> Answer:
+    """One request of another client API over plain HTTP; usage and cost read from that
+    API's own answer: headers for whole answers, the terminal events for streams."""
+    path = {
+        "responses": "/v1/responses",
+        "messages": "/v1/messages",
+        "embeddings": "/v1/embeddings",
+    }
+    r = http.post(path[api], json=body)
+    assert r.status_code == 200, r.text
+    h = r.headers
+    cached = reasoning = write = 0
+    if api == "embeddings":
+        prompt, completion = r.json()["usage"]["prompt_tokens"], 0
+        cost = float(h["x-tollgate-cost-usd"])
+    elif api == "responses":
+        if body.get("stream"):
+            done = [e for e in _events(r.content) if e["type"] == "response.completed"]
+            assert len(done) == 1, "one response.completed per stream"
+            u, cost = done[0]["response"]["usage"], float(done[0]["x_tollgate_cost_usd"])
+        else:
+            u, cost = r.json()["usage"], float(h["x-tollgate-cost-usd"])
+        prompt, completion = u["input_tokens"], u["output_tokens"]
+        cached = (u.get("input_tokens_details") or {}).get("cached_tokens") or 0
+        write = (u.get("input_tokens_details") or {}).get("cache_write_tokens") or 0
+        reasoning = (u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+    else:  # Anthropic's input_tokens leaves out cache reads and writes
+        if body.get("stream"):
+            evs = _events(r.content)
+            u = {}
+            for e in evs:
+                if e["type"] == "message_start":
+                    u.update(e["message"]["usage"])
+                elif e["type"] == "message_delta":
+                    u.update({k: v for k, v in e["usage"].items() if v is not None})
+            deltas = [e for e in evs if e["type"] == "message_delta"]
+            assert len(deltas) == 1
+            cost = float(deltas[0]["x_tollgate_cost_usd"])
+        else:
+            u, cost = r.json()["usage"], float(h["x-tollgate-cost-usd"])
+        cached = u.get("cache_read_input_tokens") or 0
+        write = u.get("cache_creation_input_tokens") or 0
+        prompt, completion = u["input_tokens"] + cached + write, u["output_tokens"]
+    return Answer(body["model"], h["x-tollgate-model"], h["x-tollgate-cache"], cost, prompt,
+                  completion, cached, reasoning, "dev", key, api, write)  # fmt: skip
+
+
+def other_apis(stack: Stack) -> list[Answer]:
+    """Responses, Messages and Embeddings: routed, explicit, streamed, and cached."""
+    out: list[Answer] = []
+    auth = {"authorization": f"Bearer {DEV_KEY}"}
+    with httpx2.Client(base_url=stack.base_url, headers=auth, timeout=30) as http:
+        for stream in (False, True):
+            out.append(
+                ask_api(
+                    http,
+                    "responses",
+                    {"model": "auto", "stream": stream, "input": "Summarize the plot of Macbeth."},
+                )
+            )
+            out.append(
+                ask_api(
+                    http,
+                    "responses",
+                    {"model": "o4-mini", "stream": stream, "input": "Is 97 prime? Think."},
+                )
+            )
+            out.append(
+                ask_api(
+                    http,
+                    "messages",
+                    {
+                        "model": "gpt-4o-mini",
+                        "max_tokens": 200,
+                        "stream": stream,
+                        "system": LONG_SYSTEM,
+                        "messages": [{"role": "user", "content": "Where is my order?"}],
+                    },
+                )
+            )
+        for _ in range(2):  # a miss that stores, then a hit, in each API
+            out.append(
+                ask_api(
+                    http,
+                    "responses",
+                    {"model": "auto", "temperature": 0, "input": "Name 7 primes."},
+                    key="responses-cached",
+                )
+            )
+            out.append(
+                ask_api(
+                    http,
+                    "messages",
+                    {
+                        "model": "gpt-4.1-mini",
+                        "temperature": 0,
+                        "max_tokens": 100,
+                        "messages": [{"role": "user", "content": "Name 8 primes."}],
+                    },
+                    key="messages-cached",
+                )
+            )
+            out.append(
+                ask_api(
+                    http,
+                    "embeddings",
+                    {"model": "text-embedding-3-small", "input": ["a parcel", "a refund"]},
+                    key="embeddings-cached",
+                )
+            )
+        out.append(ask_api(http, "embeddings", {"model": "auto", "input": "where is it?"}))
+    return out
+
+
 def msgs(text: str, system: str | None = None) -> list[dict[str, str]]:
     out = [{"role": "system", "content": system}] if system else []
     return [*out, {"role": "user", "content": text}]
@@ -202,6 +331,7 @@ def workload(stack: Stack) -> tuple[list[Answer], int]:
         assert info.value.response.headers["x-should-retry"] == "false"
         rejected += 1
     out.append(grpc_complete(stack))
+    out += other_apis(stack)
     # Concurrent plain and streamed requests: the counters must add up under contention.
     with ThreadPoolExecutor(8) as pool:
         jobs = [
@@ -282,6 +412,11 @@ def test_every_cost_is_usage_times_the_price_table(recount: Run) -> None:
     assert added > 0
     assert abs(delta(*o, "tollgate_llm_cost_usd_total", model=ADDED) - added) <= EPS
     assert delta(*o, "tollgate_llm_cost_usd_total", model="other") == 0
+    # Each client API's spend is counted under its own label.
+    for api in ("chat", "responses", "messages", "embeddings"):
+        told_api = sum(a.cost for a in answers if a.api == api)
+        assert told_api > 0, api
+        assert abs(delta(*o, "tollgate_llm_cost_usd_total", api=api) - told_api) <= EPS, api
 
 
 def test_token_counters_equal_the_summed_usage(recount: Run) -> None:
@@ -292,6 +427,7 @@ def test_token_counters_equal_the_summed_usage(recount: Run) -> None:
         "completion": sum(a.completion for a in spent),
         "cached_prompt": sum(a.cached for a in spent),
         "reasoning": sum(a.reasoning for a in spent),
+        "cache_write_prompt": sum(a.cache_write for a in spent),
     }
     assert want["cached_prompt"] > 0 and want["reasoning"] > 0  # the workload covers them
     o = before["orchestrator"], after["orchestrator"]
@@ -308,8 +444,11 @@ def test_cache_hits_plus_misses_equal_the_cache_services_lookups(recount: Run) -
     o, k = (before["orchestrator"], after["orchestrator"]), (before["cache"], after["cache"])
     hits = delta(*o, "tollgate_cache_results_total", result="hit")
     misses = delta(*o, "tollgate_cache_results_total", result="miss")
-    assert hits == sum(a.cache == "hit" for a in answers) == 3
-    assert misses == sum(a.cache == "miss" for a in answers) == 3
+    assert hits == sum(a.cache == "hit" for a in answers) == 6  # 3 chat, 1 per other API
+    # Embeddings are cached by default: the one `auto` embedding is a miss as well.
+    assert misses == sum(a.cache == "miss" for a in answers) == 7
+    for api in ("responses", "messages", "embeddings"):
+        assert delta(*o, "tollgate_cache_results_total", result="hit", api=api) == 1, api
     assert hits + misses == delta(*k, "tollgate_cache_lookups_total")
     assert hits == delta(*k, "tollgate_cache_lookups_total", result="hit")
     assert delta(*o, "tollgate_llm_requests_total", outcome="cache_hit") == hits
@@ -324,6 +463,8 @@ def test_savings_equal_the_recount(recount: Run) -> None:
     baseline = POLICY.models[POLICY.baseline_model]
     routing_saved = 0.0
     for a in answers:
+        if a.api == "embeddings":
+            continue  # no baseline: an embedding model is chosen by name
         if a.requested == "auto" and a.cache != "hit" and a.model != POLICY.baseline_model:
             base = cost_usd(baseline, a.prompt, a.completion, a.cached)
             routing_saved += max(0.0, base - a.cost)
@@ -343,7 +484,8 @@ def test_retries_fallbacks_and_budgets_match_the_workload(recount: Run) -> None:
     assert delta(*o, "tollgate_llm_fallbacks_total", from_model="gpt-4.1") == 1
     assert delta(*o, "tollgate_llm_retries_total", reason="server_error") == 1
     assert delta(*o, "tollgate_llm_retries_total", reason="rate_limit") == 1
-    assert [a.model for a in answers if a.requested == "gpt-4.1-mini"] == ["gpt-4.1-mini"]
+    chat = [a for a in answers if a.api == "chat"]
+    assert [a.model for a in chat if a.requested == "gpt-4.1-mini"] == ["gpt-4.1-mini"]
     assert delta(*o, "tollgate_llm_upstream_errors_total") == 3
     rejects = delta(*o, "tollgate_budget_actions_total", tenant="small-team", action="reject")
     assert rejects == rejected == 3
@@ -356,7 +498,7 @@ def test_retries_fallbacks_and_budgets_match_the_workload(recount: Run) -> None:
         )
         for code in ("200", "429")
     }
-    assert statuses == {"200": len(answers) - 1, "429": rejected}  # one answer came over gRPC
+    assert statuses == {"200": len(chat) - 1, "429": rejected}  # one answer came over gRPC
 
 
 # Families that cannot have a sample after this workload, and why.

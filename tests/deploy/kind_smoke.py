@@ -82,11 +82,15 @@ def primaries(routes: dict[str, Any], intent: str) -> set[str]:
     return {chain[0] for chain in tiers.values() if isinstance(chain, list) and chain}
 
 
+def _embedding(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("kind") == "embedding"
+
+
 def with_changed_route(
     example: dict[str, Any], default_policy: dict[str, Any], intent: str = "chat"
 ) -> tuple[dict[str, Any], str]:
-    """A copy of the RoutingPolicy example that sends every tier of `intent` to one model
-    of its catalog that the default policy never picks first for that intent, so that
+    """A copy of the RoutingPolicy example that sends every tier of `intent` to one chat
+    model of its catalog that the default policy never picks first for that intent, so that
     applying it visibly changes routing (the example itself may route like the default,
     or to a self-hosted model that kind does not have). Returns the copy and the model."""
     doc = copy.deepcopy(example)
@@ -94,7 +98,15 @@ def with_changed_route(
     routes = next((r for r in _routes_in(spec) if r), None)
     if routes is None:
         raise ValueError("the RoutingPolicy example has no routes")
-    catalog = [m for m in (spec.get("models") or {}) if m in default_policy["models"]]
+    models = spec.get("models") or {}
+    # Routes name chat models only: an embedding model in either catalog is no target.
+    catalog = [
+        m
+        for m in models
+        if m in default_policy["models"]
+        and not _embedding(models[m])
+        and not _embedding(default_policy["models"][m])
+    ]
     before = primaries(default_policy["routes"], intent)
     model = next((m for m in catalog if m not in before), None)
     if model is None:

@@ -183,6 +183,17 @@ def test_smoke_moves_a_route_to_another_catalog_model() -> None:
     assert example["spec"]["routes"]["chat"] == DEFAULT_POLICY["routes"]["chat"]  # a copy
 
 
+def test_smoke_never_moves_a_route_to_an_embedding_model() -> None:
+    example = _policy({"chat": DEFAULT_POLICY["routes"]["chat"]})
+    example["spec"]["models"] = {
+        "text-embedding-3-small": {"provider": "openai", "kind": "embedding"},
+        "text-embedding-3-large": {"provider": "openai"},  # embedding in the default policy
+        "gpt-5": {},
+    }
+    _, model = kind_smoke.with_changed_route(example, DEFAULT_POLICY)
+    assert model == "gpt-5"
+
+
 def test_smoke_refuses_a_policy_it_cannot_change() -> None:
     with pytest.raises(ValueError, match="no routes"):
         kind_smoke.with_changed_route(_policy({}), DEFAULT_POLICY)

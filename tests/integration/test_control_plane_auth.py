@@ -243,4 +243,6 @@ def test_an_entry_planted_with_a_stolen_token_is_never_answered(stack: Stack) ->
     assert r.status_code == 200
     assert "evil.example" not in r.text and r.headers["x-tollgate-cache"] == "miss"
     text = scrape(stack.orchestrator_metrics_url)
-    assert re.search(r'^tollgate_cache_results_total\{result="invalid"\} 1\.0$', text, re.M)
+    assert re.search(
+        r'^tollgate_cache_results_total\{api="chat",result="invalid"\} 1\.0$', text, re.M
+    )

@@ -109,6 +109,47 @@ def error_problems(body: object) -> list[str]:
     return problems
 
 
+ANTHROPIC_ERROR_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+    }
+)
+
+
+def anthropic_error_problems(body: object) -> list[str]:
+    """What is wrong with an error body, judged against Anthropic's shape
+    (``{"type": "error", "error": {"type", "message"}}``); [] when it is right."""
+    if not isinstance(body, dict) or body.get("type") != "error":
+        return [f"not {{'type': 'error', ...}}: {str(body)[:200]}"]
+    err = body.get("error")
+    if not isinstance(err, dict):
+        return ["error is not an object"]
+    problems = []
+    if err.get("type") not in ANTHROPIC_ERROR_TYPES:
+        problems.append(f"error.type {err.get('type')!r} is not one of Anthropic's")
+    if not isinstance(err.get("message"), str) or not err["message"]:
+        problems.append("error.message is not a non-empty string")
+    text = orjson.dumps(body).decode()
+    if "Traceback" in text or 'File "' in text:
+        problems.append("a traceback leaked into the error")
+    return problems
+
+
+def problems_for(path: str, body: object) -> list[str]:
+    """The error shape of the API a path belongs to: Anthropic's under /v1/messages."""
+    if path.startswith("/v1/messages"):
+        return anthropic_error_problems(body)
+    return error_problems(body)
+
+
 def assert_openai_error(
     status: int, headers: Mapping[str, str], raw: bytes, *, expect_status: int | None = None
 ) -> dict[str, Any]:

@@ -72,7 +72,8 @@ class MetricSpec:
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 HTTP_LABELS = ("method", "route")
-LLM_LABELS = ("provider", "model", "intent", "tenant")
+# ``api``: the client API a request came in (chat, responses, messages, embeddings).
+LLM_LABELS = ("provider", "model", "intent", "tenant", "api")
 GENAI_LABELS = (
     "gen_ai_operation_name",
     "gen_ai_provider_name",
@@ -220,7 +221,7 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "tollgate_llm_requests_total",
         C,
-        "Chat completion requests by the model that served them and outcome.",
+        "LLM requests (every client API) by the model that served them and outcome.",
         (*LLM_LABELS, "outcome"),
         ("orchestrator",),
     ),
@@ -244,7 +245,7 @@ _SPECS: list[MetricSpec] = [
         "tollgate_llm_time_to_first_token_seconds",
         H,
         "Time from request start to the first streamed token.",
-        ("provider", "model"),
+        ("provider", "model", "api"),
         ("orchestrator",),
         "seconds",
         LATENCY_BUCKETS,
@@ -252,7 +253,9 @@ _SPECS: list[MetricSpec] = [
     MetricSpec(
         "tollgate_llm_tokens_total",
         C,
-        "Tokens by type: prompt, cached_prompt, completion, reasoning.",
+        "Tokens by type: prompt (all input, cached and cache writes included), cached_prompt, "
+        "cache_write_prompt (input written to the provider's prompt cache), completion, "
+        "reasoning.",
         (*LLM_LABELS, "type"),
         ("orchestrator",),
         legacy_name="openai_tokens_used",
@@ -299,7 +302,7 @@ _SPECS: list[MetricSpec] = [
         "tollgate_gateway_overhead_seconds",
         H,
         "Time spent in the gateway outside upstream calls, per request.",
-        ("cache",),
+        ("cache", "api"),
         ("orchestrator",),
         "seconds",
         FAST_BUCKETS,
@@ -308,7 +311,7 @@ _SPECS: list[MetricSpec] = [
         "tollgate_savings_usd_total",
         C,
         "USD saved: cache (what a hit would have cost) and routing (baseline minus chosen).",
-        ("source", "tenant"),
+        ("source", "tenant", "api"),
         ("orchestrator",),
         "usd",
     ),
@@ -317,7 +320,15 @@ _SPECS: list[MetricSpec] = [
         C,
         "The orchestrator's cache outcome per request: hit, miss, bypass, error, or invalid "
         "(an entry whose signature did not verify, answered as a miss).",
-        ("result",),
+        ("result", "api"),
+        ("orchestrator",),
+    ),
+    MetricSpec(
+        "tollgate_responses_store_dropped_total",
+        C,
+        "Responses answered but not stored (so previous_response_id cannot continue them), "
+        "by reason: oversize, error (the store failed), invalid.",
+        ("reason",),
         ("orchestrator",),
     ),
     MetricSpec(

@@ -4,8 +4,30 @@ Adding one is a new module that calls ``registry.register``, its import below, a
 its tests; the pipeline and the faces read the tables and change for nobody.
 """
 
-from tollgate_orchestrator.dialects import chat
-from tollgate_orchestrator.dialects.base import Dialect, StreamParser, Wire
-from tollgate_orchestrator.dialects.registry import DIALECTS, WIRES, register
+from tollgate_orchestrator.dialects import chat, embeddings, messages, responses
+from tollgate_orchestrator.dialects.base import (
+    Dialect,
+    Session,
+    StreamParser,
+    StreamTranslator,
+    Translation,
+    Wire,
+)
+from tollgate_orchestrator.dialects.registry import DIALECTS, TRANSLATIONS, WIRES, register
 
-__all__ = ["DIALECTS", "WIRES", "Dialect", "StreamParser", "Wire", "chat", "register"]
+__all__ = [
+    "DIALECTS",
+    "TRANSLATIONS",
+    "WIRES",
+    "Dialect",
+    "Session",
+    "StreamParser",
+    "StreamTranslator",
+    "Translation",
+    "Wire",
+    "chat",
+    "embeddings",
+    "messages",
+    "register",
+    "responses",
+]

@@ -8,7 +8,7 @@ usage chunk, and replays a cached answer as the chunks OpenAI would have sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,8 +16,9 @@ import orjson
 from tollgate_common.cachekey import cache_key
 from tollgate_orchestrator import openapi
 from tollgate_orchestrator.accounting import Usage
+from tollgate_orchestrator.dialects.base import PassThrough
 from tollgate_orchestrator.dialects.registry import register
-from tollgate_orchestrator.errors import ERROR_TYPE_SERVER, ApiError
+from tollgate_orchestrator.errors import ERROR_TYPE_SERVER
 from tollgate_orchestrator.sse import COST_FIELD, DONE, DONE_EVENT, Assembler, error_event, event
 from tollgate_orchestrator.sse import replay as replay_events
 from tollgate_orchestrator.types import CHAT_API, LlmRequest
@@ -76,11 +77,15 @@ class ChatStream:
     def assembled(self) -> bytes | None:
         return orjson.dumps(self._assembler.completion()) if self._assembler else None
 
+    def error(self, message: str, code: str, cost_usd: float) -> bytes:
+        return error_event(message, ERROR_TYPE_SERVER, code, cost_usd)
+
 
 class ChatWire:
     api = CHAT_API
     path = "chat/completions"
     done_event = DONE_EVENT
+    deterministic = False
 
     def payload(self, req: LlmRequest, upstream_model: str) -> bytes:
         body = dict(req.body)
@@ -135,11 +140,8 @@ class ChatWire:
         except (AttributeError, TypeError, ValueError):
             return None  # an entry of an odd shape is a miss, never a 500
 
-    def stream_error(self, message: str, code: str, cost_usd: float) -> bytes:
-        return error_event(message, ERROR_TYPE_SERVER, code, cost_usd)
 
-
-class ChatDialect:
+class ChatDialect(PassThrough):
     name = "chat"
     summary = "Create a chat completion (OpenAI-compatible)"
     path = "/v1/chat/completions"
@@ -147,15 +149,6 @@ class ChatDialect:
 
     def parse(self, raw: bytes, limits: Limits) -> LlmRequest:
         return parse_body(raw, limits)
-
-    def render(self, body: bytes) -> bytes:
-        return body
-
-    def render_stream(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        return events
-
-    def error_body(self, err: ApiError) -> bytes:
-        return err.body()
 
     def openapi(self, limits: Limits) -> dict[str, Any]:
         return openapi.chat_operation(limits.max_messages, limits.max_tokens_cap, limits.max_n)

@@ -33,10 +33,10 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from tollgate_common.config import ConfigError
 from tollgate_common.policy import Policy
+from tollgate_common.policy import Provider as ProviderEntry
 from tollgate_orchestrator.accounting import Usage
 from tollgate_orchestrator.dialects import WIRES, Wire
 from tollgate_orchestrator.retry import (
-    CLIENT,
     CONNECTION,
     PROTOCOL,
     SERVER,
@@ -47,10 +47,12 @@ from tollgate_orchestrator.retry import (
     parse_retry_after,
 )
 from tollgate_orchestrator.sse import LineSplitter, LineTooLong, StreamStalled, data_of
-from tollgate_orchestrator.types import CHAT_API, LlmRequest, Target
+from tollgate_orchestrator.types import API_OF_LABEL, LlmRequest, Target
 
 log = logging.getLogger(__name__)
 
+# A provider this deployment's policy does not list (pushed later, served by base_url).
+DEFAULT_APIS = frozenset(API_OF_LABEL[a] for a in ProviderEntry.model_fields["apis"].default)
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -232,8 +234,6 @@ class Upstreams:
     sent, never a provider's key, which that server has no business seeing.
     """
 
-    APIS = frozenset({CHAT_API})
-
     def __init__(
         self,
         policy: Policy,
@@ -252,6 +252,10 @@ class Upstreams:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._clients: dict[str, Provider] = {}
+        # The APIs each provider speaks natively, from this deployment's own policy too.
+        self._apis = {
+            name: frozenset(API_OF_LABEL[a] for a in p.apis) for name, p in policy.providers.items()
+        }
         if base_url is not None and base_url_key:
             check_key_transport("upstream_base_url", base_url, insecure_hosts)
         for name, provider in policy.providers.items():
@@ -284,6 +288,9 @@ class Upstreams:
             httpx2.Headers({**headers, **_JSON_HEADERS}),
         )
 
+    def apis(self, provider: str) -> frozenset[str]:
+        return self._apis.get(provider, DEFAULT_APIS)
+
     def client(self, provider: str) -> Provider | None:
         c = self._clients.get(provider)
         if c is None and self._base_url is not None and len(self._clients) < 64:
@@ -308,11 +315,7 @@ class Upstreams:
         return httpx2.Timeout(read, connect=min(self.connect_timeout, budget))
 
     def _wire(self, req: LlmRequest) -> Wire:
-        if req.api not in self.APIS:
-            # A dialect without a translation to what this upstream speaks: the request's fault.
-            msg = f"This model's provider does not serve the {req.api} API."
-            raise AttemptFailed(Failure(CLIENT, 400, body={"message": msg, "param": "model"}))
-        return WIRES[req.api]
+        return WIRES[req.api]  # providers.dispatch sends only what the provider speaks
 
     async def _open(
         self, target: Target, req: LlmRequest, wire: Wire, budget: float

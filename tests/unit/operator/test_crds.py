@@ -195,12 +195,37 @@ def test_crd_is_a_valid_apiextensions_v1_definition(kind: str) -> None:
 
 
 def test_routing_policy_schema_follows_the_policy_model() -> None:
-    from tollgate_common.policy import INTENTS, TIERS
+    from typing import get_args
 
-    routes = schema_of("RoutingPolicy")["properties"]["spec"]["properties"]["routes"]
+    from tollgate_common.policy import INTENTS, TIERS, Api, ModelKind
+
+    spec = schema_of("RoutingPolicy")["properties"]["spec"]["properties"]
+    routes = spec["routes"]
     assert sorted(routes["required"]) == sorted(INTENTS)
     for intent in INTENTS:
         assert sorted(routes["properties"][intent]["required"]) == sorted(TIERS)
+    model = spec["models"]["additionalProperties"]["properties"]
+    assert model["kind"]["enum"] == list(get_args(ModelKind))
+    provider = spec["providers"]["additionalProperties"]["properties"]
+    assert provider["apis"]["items"]["enum"] == list(get_args(Api))
+
+
+def test_the_schema_names_every_field_the_operator_maps() -> None:
+    """A field the builder knows but the schema lacks would be pruned by the API server
+    before the operator ever saw it (and one the schema has but the builder lacks would
+    be refused as unknown)."""
+    spec = schema_of("RoutingPolicy")["properties"]["spec"]
+    props = spec["properties"]
+
+    def keys(node: dict[str, Any]) -> set[str]:
+        return set(node.get("properties") or node["additionalProperties"]["properties"])
+
+    assert set(props) == set(b._TOP)
+    assert keys(props["providers"]) == set(b._PROVIDER)
+    assert keys(props["models"]) == set(b._MODEL)
+    assert keys(props["tenants"]) == set(b._TENANT)
+    assert keys(props["cache"]) == set(b._CACHE)
+    assert keys(props["embeddings"]) == set(b._EMBEDDINGS)
 
 
 # --- the samples ---------------------------------------------------------------------------------
@@ -272,6 +297,20 @@ def test_bad_cost_budgets_are_rejected(path: str, value: Any, where: str) -> Non
         ("spec.cache.ttlSeconds", 0, "spec.cache.ttlSeconds"),
         ("spec.tenants.team-research.maxTier", "huge", "spec.tenants.team-research.maxTier"),
         ("spec.defaultModel", _DELETE, "spec"),
+        ("spec.models.bge-m3.kind", "vector", "spec.models.bge-m3.kind"),
+        ("spec.models.bge-m3.dimensions", 0, "spec.models.bge-m3.dimensions"),
+        ("spec.models.bge-m3.dimensions", 1.5, "spec.models.bge-m3.dimensions"),
+        ("spec.models.gpt-5.cacheWritePerMTok", -1, "spec.models.gpt-5.cacheWritePerMTok"),
+        ("spec.providers.vllm.apis", ["grpc"], "spec.providers.vllm.apis.0"),
+        ("spec.providers.vllm.apis", [], "spec.providers.vllm.apis"),
+        ("spec.embeddings.defaultModel", "bad name", "spec.embeddings.defaultModel"),
+        ("spec.embeddings.fallbacks", {"bge-m3": "x"}, "spec.embeddings.fallbacks.bge-m3"),
+        (
+            "spec.embeddings.fallbacks",
+            {"bge-m3": ["bad name"]},
+            "spec.embeddings.fallbacks.bge-m3.0",
+        ),
+        ("spec.embeddings.model", "x", ".spec.embeddings.model: would be pruned"),
     ],
 )
 def test_bad_routing_policies_are_rejected(path: str, value: Any, where: str) -> None:

@@ -9,7 +9,7 @@ It speaks a toy API, ``POST /v1/test/plain`` with ``{"model", "prompt"}``, answe
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx2
@@ -70,6 +70,9 @@ class PlainDialect:
     def error_body(self, err: ApiError) -> bytes:
         return orjson.dumps({"problem": err.message, "field": err.param})
 
+    def authorization(self, headers: Mapping[str, str]) -> str | None:
+        return headers.get("authorization")
+
     def openapi(self, limits: Limits) -> dict[str, Any]:
         return {}
 
@@ -121,7 +124,13 @@ async def test_a_registered_dialect_is_served_through_the_whole_pipeline(served:
     assert cost > 0
     # Upstream it was Chat Completions, as the dialect translated it.
     assert upstream.payloads[0]["messages"] == [{"role": "user", "content": "say hi"}]
-    llm = {"provider": "openai", "model": "gpt-4o-mini", "intent": "chat", "tenant": "dev"}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "intent": "chat",
+        "tenant": "dev",
+        "api": "chat",
+    }
     assert sample(gw, "tollgate_llm_cost_usd_total", **llm) == cost
     assert sample(gw, "tollgate_llm_requests_total", **llm, outcome="success") == 1
     http = {"method": "POST", "route": "/v1/test/plain", "status_code": "200"}
@@ -138,7 +147,13 @@ async def test_a_registered_dialect_streams_and_answers_errors_in_its_own_shape(
     assert lines[-1] == "data: end"
     text = "".join(orjson.loads(line[6:])["delta"] for line in lines[:-1])
     assert text == "".join(f"w{i} " for i in range(5))
-    llm = {"provider": "openai", "model": "gpt-4o-mini", "intent": "chat", "tenant": "dev"}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "intent": "chat",
+        "tenant": "dev",
+        "api": "chat",
+    }
     assert sample(gw, "tollgate_llm_requests_total", **llm, outcome="success") == 1
     assert gw.admissions.slots.used == 0
 

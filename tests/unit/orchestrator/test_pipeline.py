@@ -48,7 +48,13 @@ async def test_success_costs_usage_times_price_and_records_everything() -> None:
     assert headers(reply)["x-tollgate-cache"] == "bypass"
     assert float(headers(reply)["x-tollgate-cost-usd"]) == cost
     assert orjson.loads(reply.body)["model"] == "gpt-4o-mini"  # forwarded as sent
-    llm = {"provider": "openai", "model": "gpt-4o-mini", "intent": "chat", "tenant": "t"}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "intent": "chat",
+        "tenant": "t",
+        "api": "chat",
+    }
     assert rig.value("tollgate_llm_cost_usd_total", **llm) == cost
     for kind, n in (
         ("prompt", 1000),
@@ -59,7 +65,7 @@ async def test_success_costs_usage_times_price_and_records_everything() -> None:
         assert rig.value("tollgate_llm_tokens_total", **llm, type=kind) == n
     assert rig.value("tollgate_llm_requests_total", **llm, outcome="success") == 1
     baseline = cost_usd(target("gpt-4o").entry, 1000, 500, 200)
-    assert rig.value("tollgate_savings_usd_total", source="routing", tenant="t") == (
+    assert rig.value("tollgate_savings_usd_total", source="routing", tenant="t", api="chat") == (
         pytest.approx(baseline - cost)
     )
     assert rig.total("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 1000
@@ -73,7 +79,7 @@ async def test_success_costs_usage_times_price_and_records_everything() -> None:
 async def test_explicit_model_earns_no_routing_savings() -> None:
     rig = Rig(["gpt-4o-mini"])
     await rig.handle(request(model="gpt-4o-mini"), "t", "r")
-    assert rig.value("tollgate_savings_usd_total", source="routing", tenant="t") == 0
+    assert rig.value("tollgate_savings_usd_total", source="routing", tenant="t", api="chat") == 0
 
 
 def test_cost_formatting_is_exact_and_plain() -> None:
@@ -174,7 +180,13 @@ async def test_exhausted_chain_is_a_clear_error(failure: Failure, status: int, c
     assert sum(rig.upstream.attempts.values()) == rig.settings.retry_total_attempts
     if status == 429:
         assert info.value.headers["retry-after"] == "1"
-    llm = {"provider": "openai", "model": "gpt-4.1-mini", "intent": "chat", "tenant": "t"}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4.1-mini",
+        "intent": "chat",
+        "tenant": "t",
+        "api": "chat",
+    }
     assert rig.value("tollgate_llm_requests_total", **llm, outcome="error") == 1
 
 
@@ -276,8 +288,11 @@ async def test_cache_hit_costs_nothing_and_counts_savings() -> None:
     assert headers(second)["x-tollgate-cost-usd"] == "0"
     assert second.body == first.body
     assert rig.upstream.attempts == {"gpt-4o-mini": 1}
-    assert rig.value("tollgate_savings_usd_total", source="cache", tenant="t") == first.meta.cost
-    assert rig.value("tollgate_cache_results_total", result="hit") == 1
+    assert (
+        rig.value("tollgate_savings_usd_total", source="cache", tenant="t", api="chat")
+        == first.meta.cost
+    )
+    assert rig.value("tollgate_cache_results_total", result="hit", api="chat") == 1
     # Another tenant does not see the first tenant's entry.
     other = await rig.handle(request(temperature=0), "u", "r")
     assert isinstance(other, Whole) and other.meta.cache == "miss"
@@ -285,7 +300,7 @@ async def test_cache_hit_costs_nothing_and_counts_savings() -> None:
     rig.cache.down = True
     down = await rig.handle(request(temperature=0), "t", "r")
     assert isinstance(down, Whole) and down.meta.cache == "bypass"
-    assert rig.value("tollgate_cache_results_total", result="error") == 1
+    assert rig.value("tollgate_cache_results_total", result="error", api="chat") == 1
 
 
 def payloads(events: list[bytes]) -> list[Any]:
@@ -302,7 +317,13 @@ async def test_stream_forwards_chunks_and_hides_usage_unless_asked() -> None:
     assert not any(b'"usage":{' in e for e in events)
     assert rig.upstream.payloads[0]["stream_options"] == {"include_usage": True}
     cost = expected_cost("gpt-4o-mini")
-    llm = {"provider": "openai", "model": "gpt-4o-mini", "intent": "chat", "tenant": "t"}
+    llm = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "intent": "chat",
+        "tenant": "t",
+        "api": "chat",
+    }
     assert rig.value("tollgate_llm_cost_usd_total", **llm) == cost
     assert rig.value("tollgate_llm_streams_total", outcome="completed") == 1
 

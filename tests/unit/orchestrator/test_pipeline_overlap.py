@@ -61,8 +61,8 @@ async def test_a_named_model_is_looked_up_while_the_route_is_pending() -> None:
     second = await rig.handle(request("gpt-4o-mini"), "t", "r2")
     assert isinstance(second, Whole) and second.meta.cache == "hit"
     assert [m for _, m in cache.lookups] == ["gpt-4o-mini", "gpt-4o-mini"]  # one per request
-    assert rig.value("tollgate_cache_results_total", result="hit") == 1
-    assert rig.value("tollgate_cache_results_total", result="miss") == 1
+    assert rig.value("tollgate_cache_results_total", result="hit", api="chat") == 1
+    assert rig.value("tollgate_cache_results_total", result="miss", api="chat") == 1
 
 
 async def test_another_primary_from_the_router_is_looked_up_under_its_own_key() -> None:

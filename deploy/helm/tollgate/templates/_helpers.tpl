@@ -192,6 +192,9 @@ one section per service.
 {{- end }}
 {{- /* Budget counters: their own Redis, never the cache's (H-6). */}}
 {{- include "tollgate.redisEnv" (dict "root" $root "redis" $root.Values.budgets.redis "env" "TOLLGATE_ORCHESTRATOR_BUDGET_REDIS_URL") }}
+{{- include "tollgate.redisEnv" (dict "root" $root "redis" $root.Values.responses.redis "env" "TOLLGATE_ORCHESTRATOR_RESPONSES_REDIS_URL") }}
+- name: TOLLGATE_ORCHESTRATOR_RESPONSES_TTL_SECONDS
+  value: {{ $root.Values.responses.ttlSeconds | int64 | quote }}
 {{- range $env, $ref := $root.Values.providerKeys }}
 - name: {{ $env }}
   valueFrom:
