@@ -48,12 +48,21 @@ ANSWER_FIELDS = (
 KEY_VERSION = "v1"
 
 
-def cache_key(resolved_model: str, body: Mapping[str, Any], tenant: str) -> str:
-    canonical = {f: body[f] for f in ANSWER_FIELDS if body.get(f) is not None}
+def cache_key(
+    resolved_model: str,
+    body: Mapping[str, Any],
+    tenant: str,
+    fields: tuple[str, ...] = ANSWER_FIELDS,
+    api: str = "",
+) -> str:
+    """The key over ``fields`` of ``body`` (chat's by default). Another API names itself
+    (``api``), so its answer never shares a key with a chat body of the same fields."""
+    canonical = {f: body[f] for f in fields if body.get(f) is not None}
     canonical["model"] = resolved_model
     # OPT_SORT_KEYS makes dict order irrelevant; list order (messages) stays significant.
     blob = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.sha256(KEY_VERSION.encode() + b"\0" + tenant.encode() + b"\0" + blob)
+    head = f"{api}\0{KEY_VERSION}" if api else KEY_VERSION
+    digest = hashlib.sha256(head.encode() + b"\0" + tenant.encode() + b"\0" + blob)
     return digest.hexdigest()
 
 

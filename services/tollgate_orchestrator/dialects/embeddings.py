@@ -9,12 +9,12 @@ prompt only (``max_tokens`` 0), and nothing streams.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from tollgate_common.cachekey import cache_key
 from tollgate_orchestrator import openapi
 from tollgate_orchestrator.accounting import Usage
 from tollgate_orchestrator.dialects.base import PassThrough
@@ -34,7 +34,7 @@ MAX_INPUTS = 2048  # OpenAI's limit on every input array (CreateEmbeddingRequest
 ENCODINGS = ("float", "base64")
 CHARS_PER_TOKEN = 4  # a token-id input counts as this many characters of prompt
 # Other than chat's (tollgate_common.cachekey): the two key spaces can never meet.
-KEY_PREFIX = b"embeddings.v1"
+ANSWER_FIELDS = ("input", "encoding_format", "dimensions")
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user")  # the rest is dropped
 
 
@@ -189,14 +189,9 @@ class EmbeddingsWire:
     def cache_key(self, model: str, req: LlmRequest, tenant: str) -> str:
         # Every field that changes the answer; an unset encoding is the default, float.
         # ``user`` does not: a tenant's end users share its cache, as with chat (L-7).
-        canonical = {
-            "input": req.body["input"],
-            "encoding_format": req.body.get("encoding_format", "float"),
-            "dimensions": req.body.get("dimensions"),
-            "model": model,
-        }
-        blob = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(KEY_PREFIX + b"\0" + tenant.encode() + b"\0" + blob).hexdigest()
+        b = req.body
+        canonical = {**b, "encoding_format": b.get("encoding_format", "float")}
+        return cache_key(model, canonical, tenant, ANSWER_FIELDS, EMBEDDINGS_API)
 
     def answer(self, raw: bytes) -> Usage | None:
         try:

@@ -16,13 +16,13 @@ No upstream speaks Messages natively yet: ``translate/messages_chat.py`` reaches
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from tollgate_common.cachekey import cache_key
 from tollgate_orchestrator.accounting import Usage
 from tollgate_orchestrator.dialects.base import PassThrough
 from tollgate_orchestrator.dialects.messages_openapi import (
@@ -56,7 +56,6 @@ ANSWER_FIELDS = (
     "service_tier",
     "output_config",
 )
-KEY_PREFIX = b"anthropic.messages/v1"  # never the key of a chat body with the same fields
 _EVENT_NAME = re.compile(rb"^[a-z_]{1,64}$")
 
 # Anthropic's error types by HTTP status (https://docs.claude.com/en/api/errors).
@@ -382,10 +381,7 @@ class MessagesWire:
         return orjson.dumps(body)
 
     def cache_key(self, model: str, req: LlmRequest, tenant: str) -> str:
-        canonical = {f: req.body[f] for f in ANSWER_FIELDS if req.body.get(f) is not None}
-        canonical["model"] = model
-        blob = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(KEY_PREFIX + b"\0" + tenant.encode() + b"\0" + blob).hexdigest()
+        return cache_key(model, req.body, tenant, ANSWER_FIELDS, MESSAGES_API)
 
     def answer(self, raw: bytes) -> Usage | None:
         try:

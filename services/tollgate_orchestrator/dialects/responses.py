@@ -9,14 +9,13 @@ there, and replays a cached Response as the event sequence OpenAI sends.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from tollgate_common.cachekey import KEY_VERSION
+from tollgate_common.cachekey import cache_key
 from tollgate_orchestrator.accounting import Usage
 from tollgate_orchestrator.dialects.base import PassThrough
 from tollgate_orchestrator.dialects.registry import register
@@ -261,12 +260,7 @@ class ResponsesWire:
         return orjson.dumps(body)
 
     def cache_key(self, model: str, req: LlmRequest, tenant: str) -> str:
-        canonical = {f: req.body[f] for f in ANSWER_FIELDS if req.body.get(f) is not None}
-        canonical["model"] = model
-        blob = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-        # "responses" first: a Responses answer never collides with a chat one.
-        head = b"responses\0" + KEY_VERSION.encode() + b"\0" + tenant.encode() + b"\0"
-        return hashlib.sha256(head + blob).hexdigest()
+        return cache_key(model, req.body, tenant, ANSWER_FIELDS, RESPONSES_API)
 
     def answer(self, raw: bytes) -> Usage | None:
         response = _response_of(raw)
