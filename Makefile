@@ -61,7 +61,7 @@ proto: $(STAMP) ## regenerate proto/gen/python from proto/
 crds: $(STAMP) ## regenerate the chart's crds/ from services/tollgate_operator/crds.py
 	$(GENERATE) crds
 
-run: $(STAMP) ## the stack on the default ports until Ctrl-C (UPSTREAM=openai: real provider, needs OPENAI_API_KEY)
+run: $(STAMP) ## the stack on the default ports until Ctrl-C (UPSTREAM=providers: the real providers whose keys are set)
 	$(PY) -m tools.run --upstream $(or $(UPSTREAM),simulator)
 
 test: $(STAMP) system-deps tools node-deps ## everything CI runs: lint, then all tests

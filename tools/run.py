@@ -33,7 +33,10 @@ from tools.supervise import Supervisor
 UPSTREAMS = {
     "simulator": "the built-in simulator: free, the default",
     "openai": "OpenAI with OPENAI_API_KEY: real requests, real money",
+    "providers": "every provider of the policy whose key is set (OPENAI_API_KEY, "
+    "ANTHROPIC_API_KEY, GEMINI_API_KEY, ...): real requests, real money",
 }
+REAL = frozenset({"openai", "providers"})  # the upstreams that spend real money
 PREFIXES = {
     "simulator": "TOLLGATE_SIM_",
     "router": "TOLLGATE_ROUTER_",
@@ -158,12 +161,18 @@ def check_upstream(upstream: str, environ: Mapping[str, str]) -> None:
     if upstream not in UPSTREAMS:
         accepted = "; ".join(f"{k} ({v})" for k, v in UPSTREAMS.items())
         raise UsageError(f"unknown upstream {upstream!r}; accepted: {accepted}")
-    if upstream != "openai":
+    if upstream not in REAL:
         return
-    if not environ.get("OPENAI_API_KEY"):
+    if upstream == "openai" and not environ.get("OPENAI_API_KEY"):
         raise UsageError(
             "UPSTREAM=openai needs OPENAI_API_KEY: "
             "run OPENAI_API_KEY=sk-... make run UPSTREAM=openai"
+        )
+    if upstream == "providers" and not keyed_providers(environ):
+        names = sorted({env for _, env in policy_providers(environ).values() if env})
+        raise UsageError(
+            "UPSTREAM=providers needs the key of at least one provider of the policy: "
+            f"set one of {', '.join(names) or 'the api_key_env the policy names'}"
         )
     orch_file = config_section(environ, "orchestrator")
     if UPSTREAM_URL_VAR in tollgate_settings(environ) or "upstream_base_url" in orch_file:
@@ -173,16 +182,24 @@ def check_upstream(upstream: str, environ: Mapping[str, str]) -> None:
         )
 
 
-def policy_providers(environ: Mapping[str, str]) -> dict[str, str]:
-    """Provider -> base URL of the orchestrator's routing policy, for the banner."""
+def policy_providers(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Provider -> (base URL, key env var) of the orchestrator's routing policy."""
     settings = tollgate_settings(environ)
     path = Path(settings.get("TOLLGATE_ORCHESTRATOR_POLICY_FILE", str(DEFAULT_POLICY)))
     try:
         data = yaml.safe_load(path.read_text()) or {}
         providers = data.get("providers") or {}
-        return {str(k): str(v.get("base_url", "?")) for k, v in providers.items()}
+        return {
+            str(k): (str(v.get("base_url", "?")), str(v.get("api_key_env") or ""))
+            for k, v in providers.items()
+        }
     except (OSError, yaml.YAMLError, AttributeError):
         return {}
+
+
+def keyed_providers(environ: Mapping[str, str]) -> list[str]:
+    """The providers that will serve: their key is set, or they take none."""
+    return [n for n, (_, env) in policy_providers(environ).items() if not env or environ.get(env)]
 
 
 def _names(names: Iterable[str]) -> str:
@@ -193,11 +210,13 @@ def banner(
     stack: Stack, upstream: str, passthrough: Passthrough, dev_key: bool, log_dir: Path
 ) -> str:
     base, ports = stack.base_url, stack.ports
-    if upstream == "openai":
-        urls = ", ".join(f"{k} {v}" for k, v in policy_providers(os.environ).items())
-        upstream_line = (
-            f"the routing policy's providers ({urls or 'see the policy'}), key from OPENAI_API_KEY"
+    if upstream in REAL:
+        on = set(keyed_providers(os.environ))
+        urls = ", ".join(
+            f"{k} {url}" + ("" if k in on else f" (skipped: no {env})")
+            for k, (url, env) in policy_providers(os.environ).items()
         )
+        upstream_line = f"the routing policy's providers: {urls or 'see the policy'}"
     elif stack.simulator:
         upstream_line = f"built-in simulator at {stack.sim_url}"
     else:
@@ -237,15 +256,15 @@ def banner(
         """    -d '{"model": "auto", "messages": [{"role": "user",""",
         """          "content": "Write a Python function that reverses a string"}]}'""",
     ]
-    if upstream == "openai":
+    if upstream in REAL:
         lines += ["", *REAL_MONEY]
     lines += ["", "Crashed services are restarted. Ctrl-C stops everything."]
     return "\n".join(lines)
 
 
 REAL_MONEY = (
-    "  !!! UPSTREAM=openai: every request goes to the real provider and SPENDS REAL MONEY",
-    "  !!! on the account of OPENAI_API_KEY. Leave UPSTREAM out for the free simulator.",
+    "  !!! every request goes to a real provider and SPENDS REAL MONEY on the account of",
+    "  !!! its key. Leave UPSTREAM out for the free simulator.",
 )
 
 
@@ -312,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, supervisor.request_stop)
     names = ", ".join(s.name for s in stack.planned())
     print(f"starting {names} ...")
-    if args.upstream == "openai":
+    if args.upstream in REAL:
         print("\n".join(REAL_MONEY), file=sys.stderr)
     code = 0
     try:

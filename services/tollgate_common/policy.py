@@ -9,13 +9,15 @@ returns a fully checked ``Policy`` or raises ``PolicyError`` naming the field.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tollgate_common.config import format_validation_error
+from tollgate_common.prices import PRICE_TABLES_DIR, Prices, PriceTableError, load_prices
 
 INTENTS = ("code", "math", "summarization", "extraction", "translation", "creative", "chat")
 TIERS = ("small", "medium", "large")
@@ -23,10 +25,25 @@ Capability = Literal["tools", "json", "vision", "reasoning", "streaming"]
 # The client APIs an upstream may speak natively (a request in another is translated).
 Api = Literal["chat", "responses", "embeddings", "messages"]
 ModelKind = Literal["chat", "embedding"]
+# The adapter that speaks to a provider (docs/providers.md): its auth, URLs and quirks.
+ProviderType = Literal["openai", "anthropic", "azure", "gemini", "compatible"]
+# How the key is sent: ``Authorization: Bearer``, Azure's ``api-key``, Anthropic's ``x-api-key``.
+AuthScheme = Literal["bearer", "api-key", "x-api-key"]
+# What each type speaks natively when the entry does not say (``apis``).
+TYPE_APIS: dict[str, tuple[Api, ...]] = {
+    "openai": ("chat", "responses", "embeddings"),
+    "anthropic": ("messages",),
+    "azure": ("chat", "responses", "embeddings"),
+    "gemini": ("chat", "embeddings"),
+    "compatible": ("chat", "embeddings"),
+}
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_POLICY_FILE = DATA_DIR / "default-policy.yaml"
-PRICE_TABLE_FILE = DATA_DIR / "prices.yaml"
+# The shipped price tables: every ``prices-<provider>.yaml`` in the directory (a file
+# path names one table). The name predates the split into one table per provider.
+PRICE_TABLE_FILE = PRICE_TABLES_DIR
+PRICE_FIELDS = ("input_per_mtok", "cached_input_per_mtok", "output_per_mtok")
 
 
 class PolicyError(ValueError):
@@ -38,11 +55,31 @@ class _Strict(BaseModel):
 
 
 class Provider(_Strict):
+    type: ProviderType = "openai"
     base_url: str = Field(pattern=r"^https?://")
-    api_key_env: str = ""  # env var holding the key; empty means no key
-    # What the server speaks natively. OpenAI serves all three; most OpenAI-compatible
-    # servers (vLLM, Ollama) only chat and embeddings: Responses is then translated to chat.
-    apis: tuple[Api, ...] = Field(default=("chat", "responses", "embeddings"), min_length=1)
+    api_key_env: str = ""  # env var holding the key; empty (and no file) means no key
+    # A file holding the key or a bearer token (an Entra token a sidecar refreshes); it is
+    # read again when it changes. Wins over ``api_key_env``.
+    api_key_file: str = ""
+    auth: AuthScheme | None = None  # None: the type's own scheme
+    # Azure's classic deployments API (``/openai/deployments/{model}/...?api-version=``);
+    # empty means the v1 API (``base_url`` ending in ``/openai/v1/``).
+    api_version: str = Field(default="", max_length=40, pattern=r"^[0-9A-Za-z.-]*$")
+    # What the server speaks natively; unset: the type's own (``TYPE_APIS``). A request in
+    # another API is translated (Responses to chat for vLLM, chat to Messages for Anthropic).
+    apis: tuple[Api, ...] = Field(default=TYPE_APIS["openai"], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_apis(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "apis" not in data and data.get("type") in TYPE_APIS:
+            return {**data, "apis": TYPE_APIS[data["type"]]}
+        return data
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether this provider is configured to take a key (a local server may not)."""
+        return bool(self.api_key_env or self.api_key_file)
 
 
 class ModelEntry(_Strict):
@@ -54,6 +91,8 @@ class ModelEntry(_Strict):
     # Input tokens written to the provider's prompt cache; unset: 1.25x the input price
     # (OpenAI's and Anthropic's 5-minute write price).
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    # Anthropic's 1-hour cache writes; unset: 2x the input price (Anthropic's list price).
+    cache_write_1h_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int = Field(default=128_000, gt=0)
     capabilities: tuple[Capability, ...] = ("tools", "json", "streaming")
     kind: ModelKind = "chat"  # embedding models serve /v1/embeddings only
@@ -93,6 +132,13 @@ class Policy(_Strict):
     tenants: dict[str, TenantPolicy] = {}
     cache: CachePolicy = CachePolicy()
     embeddings: EmbeddingPolicy = EmbeddingPolicy()
+    # (provider, as_of) of each price table loaded when this policy was parsed: set by
+    # ``parse_policy``, never by the document (``tollgate_price_table_info``).
+    _price_tables: tuple[tuple[str, str], ...] = PrivateAttr(default=())
+
+    @property
+    def price_tables(self) -> tuple[tuple[str, str], ...]:
+        return self._price_tables
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
@@ -100,9 +146,12 @@ class Policy(_Strict):
         for name, m in self.models.items():
             if m.provider not in self.providers:
                 errors.append(f"models.{name}.provider: unknown provider {m.provider!r}")
-            for field in ("input_per_mtok", "cached_input_per_mtok", "output_per_mtok"):
+            for field in PRICE_FIELDS:
                 if getattr(m, field) is None:
-                    errors.append(f"models.{name}.{field}: missing, and not in the price table")
+                    errors.append(
+                        f"models.{name}.{field}: no price: not in a price table and not set "
+                        "here (a free, local model sets it to 0)"
+                    )
         for field in ("default_model", "baseline_model"):
             if getattr(self, field) not in self.models:
                 errors.append(f"{field}: unknown model {getattr(self, field)!r}")
@@ -202,18 +251,20 @@ def _check_kinds(p: Policy) -> list[str]:
     return errors
 
 
-def load_price_table(path: Path = PRICE_TABLE_FILE) -> dict[str, dict[str, Any]]:
-    data = yaml.safe_load(path.read_text()) or {}
-    models = data.get("models", {})
-    if not isinstance(models, dict):
-        raise PolicyError(f"{path}: 'models' must be a mapping")
-    return models
+def load_price_table(path: Path = PRICE_TABLE_FILE) -> Prices:
+    """The price tables under ``path`` (a directory of ``prices-*.yaml``) or the one file
+    it names, merged (``tollgate_common.prices``); ``PolicyError`` names the bad file."""
+    try:
+        return load_prices(path)
+    except PriceTableError as exc:
+        raise PolicyError(str(exc)) from exc
 
 
-def parse_policy(text: str, prices: dict[str, dict[str, Any]] | None = None) -> Policy:
+def parse_policy(text: str, prices: Mapping[str, Mapping[str, Any]] | None = None) -> Policy:
     """Parse and check a YAML policy. Prices missing from a model entry come from
-    ``prices`` (by default the shipped, dated price table). The version is the document's own, or a
-    content hash."""
+    ``prices`` (by default the shipped, dated price tables), field by field; a model
+    priced by neither is refused, naming the model and the field. The version is the
+    document's own, or a content hash."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -232,9 +283,12 @@ def parse_policy(text: str, prices: dict[str, dict[str, Any]] | None = None) -> 
     if not data.get("version"):
         data = {**data, "version": hashlib.sha256(text.encode()).hexdigest()[:12]}
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(format_validation_error(exc)) from exc
+    if isinstance(prices, Prices):
+        policy._price_tables = prices.versions
+    return policy
 
 
 def load_policy(path: Path = DEFAULT_POLICY_FILE, price_table: Path = PRICE_TABLE_FILE) -> Policy:
@@ -246,6 +300,7 @@ def load_policy(path: Path = DEFAULT_POLICY_FILE, price_table: Path = PRICE_TABL
 
 
 CACHE_WRITE_MULTIPLIER = 1.25  # a cache write's price over the input price, when unset
+CACHE_WRITE_1H_MULTIPLIER = 2.0  # a 1-hour cache write's, when unset
 
 
 def cost_usd(
@@ -254,18 +309,25 @@ def cost_usd(
     completion_tokens: int,
     cached_prompt_tokens: int = 0,
     cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
 ) -> float:
     """Usage x price. Cached and cache-write prompt tokens are part of prompt_tokens
-    (OpenAI's convention) and are billed at their own rates instead of the input rate."""
+    (OpenAI's convention) and are billed at their own rates instead of the input rate;
+    ``cache_write_1h_tokens`` are the part of the writes kept for an hour."""
     cached = min(cached_prompt_tokens, prompt_tokens)
     written = min(cache_write_tokens, prompt_tokens - cached)
+    long = min(cache_write_1h_tokens, written)
     input_price = model.input_per_mtok or 0.0
     write_price = model.cache_write_per_mtok
     if write_price is None:
         write_price = input_price * CACHE_WRITE_MULTIPLIER
+    long_price = model.cache_write_1h_per_mtok
+    if long_price is None:
+        long_price = input_price * CACHE_WRITE_1H_MULTIPLIER
     return (
         (prompt_tokens - cached - written) * input_price
         + cached * (model.cached_input_per_mtok or 0.0)
-        + written * write_price
+        + (written - long) * write_price
+        + long * long_price
         + completion_tokens * (model.output_per_mtok or 0.0)
     ) / 1_000_000

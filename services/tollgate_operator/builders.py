@@ -41,7 +41,15 @@ _TOP = {
     "cache": "cache",
     "embeddings": "embeddings",
 }
-_PROVIDER = {"baseURL": "base_url", "apiKeyEnv": "api_key_env", "apis": "apis"}
+_PROVIDER = {
+    "type": "type",
+    "baseURL": "base_url",
+    "apiKeyEnv": "api_key_env",
+    "apiKeyFile": "api_key_file",
+    "auth": "auth",
+    "apiVersion": "api_version",
+    "apis": "apis",
+}
 _MODEL = {
     "provider": "provider",
     "upstreamModel": "upstream_model",
@@ -49,6 +57,7 @@ _MODEL = {
     "cachedInputPerMTok": "cached_input_per_mtok",
     "outputPerMTok": "output_per_mtok",
     "cacheWritePerMTok": "cache_write_per_mtok",
+    "cacheWrite1hPerMTok": "cache_write_1h_per_mtok",
     "contextWindow": "context_window",
     "capabilities": "capabilities",
     "kind": "kind",

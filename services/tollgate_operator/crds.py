@@ -13,13 +13,21 @@ from typing import Any, get_args
 import yaml
 
 from tollgate_common.budgets import ACTIONS, PERIODS, RESOURCE_TENANT_RE
-from tollgate_common.policy import INTENTS, TIERS, Api, ModelKind, Provider
+from tollgate_common.policy import (
+    INTENTS,
+    TIERS,
+    TYPE_APIS,
+    Api,
+    AuthScheme,
+    ModelKind,
+    ProviderType,
+)
 from tollgate_operator import GROUP, VERSION
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "tollgate" / "crds"
 CAPABILITIES = ("tools", "json", "vision", "reasoning", "streaming")
 APIS: tuple[str, ...] = get_args(Api)
-DEFAULT_APIS: tuple[str, ...] = Provider.model_fields["apis"].default
+_TYPE_APIS = "; ".join(f"{t}: {', '.join(apis)}" for t, apis in TYPE_APIS.items())
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 MODEL_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", "maxLength": 128}
 MAX_MODELS = 200
@@ -103,7 +111,31 @@ def _price(what: str) -> Schema:
 def routing_policy_spec() -> Schema:
     provider = _obj(
         {
+            "type": {
+                "type": "string",
+                "enum": list(get_args(ProviderType)),
+                "description": "The provider's wire: openai, anthropic (Messages), azure "
+                "(v1, or classic with apiVersion), gemini (its OpenAI-compatible endpoint) "
+                "or compatible (vLLM, Ollama, llama.cpp). Default: openai.",
+            },
             "baseURL": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+            "apiKeyFile": {
+                "type": "string",
+                "description": "A file holding the key or a bearer token, read again when "
+                "it changes (an Entra token a sidecar refreshes); wins over apiKeyEnv.",
+                "maxLength": 4096,
+            },
+            "auth": {
+                "type": "string",
+                "enum": list(get_args(AuthScheme)),
+                "description": "How the key is sent; default: the type's own.",
+            },
+            "apiVersion": {
+                "type": "string",
+                "pattern": "^[0-9A-Za-z.-]*$",
+                "maxLength": 40,
+                "description": "Azure's classic deployments API version; empty: the v1 API.",
+            },
             "apiKeyEnv": {
                 "type": "string",
                 "description": "Env var holding the API key (never the key itself).",
@@ -113,7 +145,7 @@ def routing_policy_spec() -> Schema:
             "apis": {
                 "type": "array",
                 "description": "The client APIs the provider speaks natively; a request in "
-                f"another is translated. Default: {', '.join(DEFAULT_APIS)}.",
+                f"another is translated. Default: the type's own ({_TYPE_APIS}).",
                 "minItems": 1,
                 "items": {"type": "string", "enum": list(APIS)},
                 "x-kubernetes-list-type": "set",
@@ -133,6 +165,12 @@ def routing_policy_spec() -> Schema:
                 "minimum": 0,
                 "description": "USD per 1M input tokens written to the provider's prompt "
                 "cache; default: the shipped price table, else 1.25x inputPerMTok.",
+            },
+            "cacheWrite1hPerMTok": {
+                "type": "number",
+                "minimum": 0,
+                "description": "USD per 1M input tokens written to a 1-hour prompt cache "
+                "(Anthropic); default: the shipped price table, else 2x inputPerMTok.",
             },
             "contextWindow": {"type": "integer", "minimum": 1},
             "capabilities": {

@@ -32,10 +32,18 @@ class Usage:
     cached: int = 0
     reasoning: int = 0
     cache_write: int = 0  # prompt tokens written to the provider's prompt cache (of prompt)
+    cache_write_1h: int = 0  # of cache_write, those kept for an hour (Anthropic's ttl "1h")
 
     def cost(self, target: Target) -> float:
         return round_cost(
-            cost_usd(target.entry, self.prompt, self.completion, self.cached, self.cache_write)
+            cost_usd(
+                target.entry,
+                self.prompt,
+                self.completion,
+                self.cached,
+                self.cache_write,
+                self.cache_write_1h,
+            )
         )
 
     def pb(self) -> cache_pb2.Usage:
@@ -111,10 +119,7 @@ class Accounting:
         )
         m.llm_requests(*labels, outcome).inc()
         if req.model == "auto" and d.baseline is not None and d.baseline.name != target.name:
-            baseline = cost_usd(
-                d.baseline.entry, usage.prompt, usage.completion, usage.cached, usage.cache_write
-            )
-            saved = round_cost(baseline) - cost
+            saved = usage.cost(d.baseline) - cost
             if saved > 0:
                 m.savings("routing", m.tenant(call.tenant), call.api).inc(saved)
         total = self.clock() - call.started

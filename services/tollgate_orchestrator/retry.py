@@ -26,6 +26,11 @@ PROTOCOL = "protocol"
 UPSTREAM_AUTH = "upstream_auth"
 MODEL_NOT_FOUND = "model_not_found"
 CIRCUIT_OPEN = "circuit_open"
+# The provider has no key in this deployment: skipped at once, no retry, no breaker.
+NOT_CONFIGURED = "not_configured"
+# This model's API cannot carry the request (temperature 1.5 to Anthropic): the next model
+# in the chain may; when none can, the first refusal goes back as a 400.
+UNSUPPORTED = "unsupported"
 ERROR_CLASSES = (
     RATE_LIMIT,
     SERVER,
@@ -35,6 +40,8 @@ ERROR_CLASSES = (
     PROTOCOL,
     UPSTREAM_AUTH,
     MODEL_NOT_FOUND,
+    NOT_CONFIGURED,
+    UNSUPPORTED,
 )
 # Only these say the client's request itself is wrong: they reach the client as sent.
 _REQUEST_SHAPE = frozenset({400, 413, 422})
@@ -59,7 +66,7 @@ class Failure:
     @property
     def counts_against_breaker(self) -> bool:
         # A client's bad request says nothing about the model's health; a refused key does.
-        return self.error_class != CLIENT
+        return self.error_class not in (CLIENT, NOT_CONFIGURED, UNSUPPORTED)
 
 
 class AttemptFailed(Exception):

@@ -87,7 +87,9 @@ class Assembler:
         self.usage: dict[str, Any] | None = None
 
     def add(self, chunk: dict[str, Any]) -> None:
-        if not self.head:
+        # Azure's prompt-filter chunk comes first with an empty id: take the head from
+        # the first chunk that names the completion.
+        if not self.head or (not self.head.get("id") and chunk.get("id")):
             self.head = {
                 k: chunk[k]
                 for k in ("id", "created", "model", "system_fingerprint", "service_tier")

@@ -11,6 +11,10 @@ Routes (each also without the ``/v1`` prefix):
   POST /v1/embeddings            OpenAI embeddings
   POST /v1/messages              Anthropic Messages, plain or streamed (named SSE events)
   POST /v1/messages/count_tokens Anthropic token count
+  POST /v1beta/openai/{chat/completions,embeddings}       Gemini's flavour (vendors.py)
+  POST /openai/v1/{chat/completions,responses,embeddings}  Azure's v1 API
+  POST /openai/deployments/{d}/{chat/completions,embeddings}, /openai/responses
+                                 Azure's classic API (``?api-version=``)
   GET  /v1/models[/{id}]         the known models
   POST|GET|DELETE /_sim/faults   queue, list, clear injected faults
   GET  /_sim/stats, GET /_sim/requests, POST /_sim/reset
@@ -28,13 +32,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from tollgate_common.asgi import ASGIApp, Receive, Scope, Send
-from tollgate_simulator import chat, embeddings, messages, responses
+from tollgate_simulator import chat, embeddings, messages, responses, vendors
 from tollgate_simulator.config import LatencyTable
 from tollgate_simulator.faults import (
     Fault,
@@ -68,6 +72,8 @@ class Endpoint:
     parse: Callable[[bytes], Call]
     id_prefix: str = ""
     anthropic: bool = False  # Anthropic's auth headers, error shape and request-id header
+    vendor: str = ""  # a vendor flavour of the OpenAI wire (vendors.py): auth, errors, quirks
+    deployment: str = ""  # Azure classic: the model, whatever the body says
 
 
 def _count_tokens(body: bytes) -> Call:
@@ -132,24 +138,26 @@ class Journal:
     """
 
     def __init__(self) -> None:
-        self._entries: deque[tuple[str, str, Call, list[tuple[bytes, bytes]], bytes]] = deque(
+        self._entries: deque[tuple[str, str, str, Call, list[tuple[bytes, bytes]], bytes]] = deque(
             maxlen=_JOURNAL
         )
 
     def add(self, api: str, scope: Scope, call: Call, body: bytes) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k not in _SECRET_HEADERS]
-        self._entries.append((api, scope["path"], call, headers, body))
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        self._entries.append((api, scope["path"], query, call, headers, body))
 
     def clear(self) -> None:
         self._entries.clear()
 
     def as_dict(self) -> dict[str, Any]:
         out = []
-        for api, path, call, headers, body in self._entries:
+        for api, path, query, call, headers, body in self._entries:
             out.append(
                 {
                     "api": api,
                     "path": path,
+                    "query": query,
                     "model": call.model,
                     "stream": call.stream,
                     "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
@@ -248,6 +256,8 @@ class SimulatorApp:
         self._endpoints: dict[str, Endpoint] = {}
         for path, ep in ENDPOINTS.items():
             self._endpoints[path] = self._endpoints["/v1" + path] = ep
+        for path, (base, vendor) in vendors.ROUTES.items():
+            self._endpoints[path] = replace(ENDPOINTS[base], vendor=vendor)
         self._routes: dict[tuple[str, str], ASGIApp] = {
             ("GET", "/v1/models"): self.models,
             ("GET", "/models"): self.models,
@@ -265,8 +275,13 @@ class SimulatorApp:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
             return
         path: str = scope["path"]
-        ep = self._endpoints.get(path)
-        if self._auth is not None and not self._authorized(scope, ep):
+        ep = self._endpoints.get(path) or self._deployment(path)
+        if ep is not None and ep.vendor:
+            refused = vendors.refusal(ep.vendor, scope, self._key)
+            if refused is not None:
+                await send_bytes(send, *refused)
+                return
+        elif self._auth is not None and not self._authorized(scope, ep):
             if ep is not None and ep.anthropic:
                 await send_error(send, 401, "invalid x-api-key", anthropic=True)
                 return
@@ -290,6 +305,14 @@ class SimulatorApp:
             await send_error(send, 405, f"Method {scope['method']} not allowed on {path}.")
         else:
             await send_error(send, 404, f"Unknown path {path}.", code="unknown_url")
+
+    @staticmethod
+    def _deployment(path: str) -> Endpoint | None:
+        route = vendors.deployment_route(path)
+        if route is None:
+            return None
+        base, deployment = route
+        return replace(ENDPOINTS[base], vendor=vendors.AZURE_CLASSIC, deployment=deployment)
 
     def _authorized(self, scope: Scope, ep: Endpoint | None) -> bool:
         path: str = scope["path"]
@@ -339,23 +362,24 @@ class SimulatorApp:
         body = await read_body(receive, self.max_body)
         if body is None:
             message = f"Request body larger than {self.max_body} bytes."
-            await send_error(send, 413, message, anthropic=ep.anthropic)
+            await self._error(ep, send, 413, message)
             return
         if ep.anthropic and _header(scope, b"anthropic-version") is None:
             message = "anthropic-version: header is required"
             await send_error(send, 400, message, anthropic=True)
             return
         try:
-            call = ep.parse(body)
+            call = ep.parse(vendors.with_model(body, ep.deployment) if ep.deployment else body)
         except RequestError as exc:
-            await send_error(
-                send, exc.status, exc.message, exc.type, exc.param, exc.code, ep.anthropic
-            )
+            await self._error(ep, send, exc.status, exc.message, exc.type, exc.param, exc.code)
             return
         model = call.model
         self.stats.count(model, ep.api)
         self.journal.add(ep.api, scope, call, body)
         if self.allowed is not None and model not in self.allowed:
+            if ep.vendor:
+                await send_bytes(send, *vendors.model_not_found(ep.vendor, model))
+                return
             await self._model_not_found(model, send, ep.anthropic)
             return
         fault = self.faults.take(model)
@@ -367,7 +391,11 @@ class SimulatorApp:
                 headers = []
                 if fault.retry_after is not None:
                     headers.append((b"retry-after", retry_after_value(fault.retry_after)))
-                out = fault_error_body(fault, anthropic=ep.anthropic)
+                out = (
+                    vendors.fault_body(ep.vendor, fault)
+                    if ep.vendor
+                    else fault_error_body(fault, anthropic=ep.anthropic)
+                )
                 await send_bytes(send, fault.status, out, headers)
                 return
         if model not in self.seen and len(self.seen) < _MAX_SEEN and self.allowed is None:
@@ -375,6 +403,8 @@ class SimulatorApp:
             self._models_body = None
         suffix = f"{self._id_prefix}{next(self._ids):012x}"
         reply = call.reply(ep.id_prefix + suffix, int(time.time()))
+        if ep.vendor:
+            reply = vendors.flavour(ep.vendor, reply)
         name = b"request-id" if ep.anthropic else b"x-request-id"
         headers = [(name, f"req_{suffix}".encode())]
         broken = fault if fault is not None and fault.mid_stream_error else None
@@ -398,6 +428,22 @@ class SimulatorApp:
         )
         await send({"type": "http.response.body", "body": out[: len(out) // 2], "more_body": True})
         raise InjectedDisconnect("mid_stream_error fault")
+
+    @staticmethod
+    async def _error(
+        ep: Endpoint,
+        send: Send,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """An error in the shape of the endpoint's API and vendor."""
+        if ep.vendor:
+            await send_bytes(send, status, vendors.error_body(ep.vendor, status, message, code))
+            return
+        await send_error(send, status, message, type_, param, code, ep.anthropic)
 
     def _delay_s(self, model: str, tokens: int) -> float:
         if not self.scale:

@@ -190,7 +190,12 @@ def _walk(data: dict[str, Any], messages: list[Any]) -> _Walk:
     if not isinstance(tools, list):
         raise _error("tools", "Input should be a valid list")
     for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        if not isinstance(tool, dict):
+            raise _error(f"tools.{i}", "Input should be a valid dictionary")
+        if tool.get("type") == "mcp_toolset":  # named by its mcp_server_name
+            w.add(text_tokens(orjson.dumps(tool).decode()), tool)
+            continue
+        if not isinstance(tool.get("name"), str):
             raise _required(f"tools.{i}.name")
         if tool.get("type") in (None, "custom"):  # else a server tool: never called here
             schema = tool.get("input_schema")
@@ -209,8 +214,8 @@ def _walk(data: dict[str, Any], messages: list[Any]) -> _Walk:
         if not isinstance(msg, dict):
             raise _error(f"messages.{i}", "Input should be a valid dictionary")
         role = msg.get("role")
-        if role not in ("user", "assistant"):
-            raise _error(f"messages.{i}.role", "Input should be 'user' or 'assistant'")
+        if role not in ("user", "assistant", "system"):  # anthropic-python 2.15 sends system turns
+            raise _error(f"messages.{i}.role", "Input should be 'user', 'assistant' or 'system'")
         if "content" not in msg:
             raise _required(f"messages.{i}.content")
         blocks = _blocks(msg["content"], f"messages.{i}.content")

@@ -11,6 +11,7 @@ from tools.run import (
     UsageError,
     check_upstream,
     choose_ports,
+    keyed_providers,
     split_settings,
     tollgate_settings,
     uses_dev_key,
@@ -120,6 +121,21 @@ def test_upstream_choices() -> None:
             "openai",
             {"OPENAI_API_KEY": "sk-1", "TOLLGATE_ORCHESTRATOR_UPSTREAM_BASE_URL": "http://x/v1"},
         )
+
+
+def test_upstream_providers_needs_one_vendors_key_and_names_them(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "providers:\n"
+        "  openai: {base_url: 'https://api.openai.com/v1', api_key_env: OPENAI_API_KEY}\n"
+        "  anthropic: {type: anthropic, base_url: 'https://api.anthropic.com/v1',"
+        " api_key_env: ANTHROPIC_API_KEY}\n"
+    )
+    env = {"TOLLGATE_ORCHESTRATOR_POLICY_FILE": str(policy)}
+    with pytest.raises(UsageError, match="set one of ANTHROPIC_API_KEY, OPENAI_API_KEY"):
+        check_upstream("providers", env)
+    check_upstream("providers", {**env, "ANTHROPIC_API_KEY": "sk-ant"})
+    assert keyed_providers({**env, "ANTHROPIC_API_KEY": "sk-ant"}) == ["anthropic"]
 
 
 def test_the_launchers_dev_key_is_the_orchestrators() -> None:

@@ -30,17 +30,40 @@ def _int(value: object) -> int:
 
 
 def usage_of(usage: object) -> Usage:
-    """Chat Completions' ``usage`` object, tolerant of whatever an upstream sends."""
+    """Chat Completions' ``usage`` object, tolerant of whatever an upstream sends.
+
+    Cache writes are not OpenAI's: ``prompt_tokens_details.cache_write_tokens`` is
+    OpenRouter's name for them, and ``cache_write_1h_tokens`` (of those, the 1-hour ones)
+    tollgate's, so that a chat answer translated from Anthropic still prices its writes."""
     if not isinstance(usage, dict):
         return Usage()
     pd = usage.get("prompt_tokens_details")
     cd = usage.get("completion_tokens_details")
+    pd = pd if isinstance(pd, dict) else {}
     return Usage(
         _int(usage.get("prompt_tokens")),
         _int(usage.get("completion_tokens")),
-        _int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0,
+        _int(pd.get("cached_tokens")),
         _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0,
+        _int(pd.get("cache_write_tokens")),
+        _int(pd.get("cache_write_1h_tokens")),
     )
+
+
+def chat_usage(u: Usage) -> dict[str, Any]:
+    """``accounting.Usage`` as Chat Completions' ``usage`` (writes only when there are)."""
+    details: dict[str, int] = {"cached_tokens": u.cached}
+    if u.cache_write:
+        details["cache_write_tokens"] = u.cache_write
+    if u.cache_write_1h:
+        details["cache_write_1h_tokens"] = u.cache_write_1h
+    return {
+        "prompt_tokens": u.prompt,
+        "completion_tokens": u.completion,
+        "total_tokens": u.prompt + u.completion,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+    }
 
 
 class ChatStream:

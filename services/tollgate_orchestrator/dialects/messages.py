@@ -11,7 +11,8 @@ Usage: Anthropic's ``input_tokens`` excludes the prompt cache, OpenAI's ``prompt
 (``accounting.Usage.prompt``) includes it, so ``prompt = input_tokens +
 cache_read_input_tokens + cache_creation_input_tokens`` (api-surface §2.1).
 
-No upstream speaks Messages natively yet: ``translate/messages_chat.py`` reaches chat ones.
+Anthropic upstreams speak it natively (``providers/anthropic.py``); ``translate/messages_chat.py``
+reaches chat ones, and ``translate/chat_messages.py`` brings chat requests to Anthropic.
 """
 
 from __future__ import annotations
@@ -105,12 +106,15 @@ def usage_of(usage: object) -> Usage:
     read = _count(usage, "cache_read_input_tokens")
     written = _count(usage, "cache_creation_input_tokens")
     details = usage.get("output_tokens_details")
+    creation = usage.get("cache_creation")
+    long = _count(creation, "ephemeral_1h_input_tokens") if isinstance(creation, dict) else 0
     return Usage(
         prompt=_count(usage, "input_tokens") + read + written,
         completion=_count(usage, "output_tokens"),
         cached=read,
         reasoning=_count(details, "thinking_tokens") if isinstance(details, dict) else 0,
         cache_write=written,
+        cache_write_1h=min(long, written),
     )
 
 
@@ -205,7 +209,14 @@ class MessagesStream:
             return None
         if self._delta is None:
             completion = max(prompt.completion, self.chunks)
-            return Usage(prompt.prompt, completion, prompt.cached, 0, prompt.cache_write)
+            return Usage(
+                prompt.prompt,
+                completion,
+                prompt.cached,
+                0,
+                prompt.cache_write,
+                prompt.cache_write_1h,
+            )
         return prompt
 
     @usage.setter
@@ -283,6 +294,11 @@ def message_usage(usage: Usage) -> dict[str, Any]:
         "cache_read_input_tokens": usage.cached,
         "output_tokens": usage.completion,
     }
+    if usage.cache_write:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write - usage.cache_write_1h,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h,
+        }
     if usage.reasoning:
         out["output_tokens_details"] = {"thinking_tokens": usage.reasoning}
     return out

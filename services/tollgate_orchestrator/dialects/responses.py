@@ -85,6 +85,7 @@ def usage_of(usage: object) -> Usage:
         _count(inp.get("cached_tokens")),
         _count(out.get("reasoning_tokens")),
         _count(inp.get("cache_write_tokens")),
+        _count(inp.get("cache_write_1h_tokens")),
     )
 
 

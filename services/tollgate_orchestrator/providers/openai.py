@@ -1,13 +1,18 @@
-"""The OpenAI-compatible provider adapter, on the official SDK's clients: one ``AsyncOpenAI``
-per provider, made at start (or when a followed policy adds a provider).
+"""The transport to every provider: one HTTP pool per provider, made at start (or when a
+followed policy adds a provider), with what differs per vendor from ``providers/vendors``.
 
-The SDK's own retries are off (``max_retries=0``): the orchestrator is the only
-retry loop. Each provider's SDK client holds its HTTP client (the SDK's aiohttp
-transport, ``DefaultAioHttpClient``: one connection pool per provider) and its
-headers (auth, user agent); a request is sent on that HTTP client with the URL and
-headers built once, because the SDK's per-request builder (options models, header
-merging, URL parsing) cost ~0.3 ms of CPU per call here, more than the HTTP call
-itself (docs/benchmarks.md). Responses are taken raw (``httpx2.Response``) so the
+Each provider has the openai SDK's aiohttp transport (``DefaultAioHttpClient``: one
+connection pool per provider) and its headers, from its vendor (auth, API version,
+user agent: the official SDKs' own, see ``vendors``); a request is sent on that HTTP
+client with the URL and headers built once, because the SDK's per-request builder
+(options models, header merging, URL parsing) cost ~0.3 ms of CPU per call here, more
+than the HTTP call itself (docs/benchmarks.md). No SDK retries: the orchestrator is the
+only retry loop.
+
+A provider whose policy entry takes a key (``api_key_env``, ``api_key_file``) but has
+none here is *unavailable*: it gets no transport, the router is told to skip it, and an
+attempt on it falls back at once (``NOT_CONFIGURED``). A one-vendor install thus serves
+a mixed-vendor policy from the vendor it has. Responses are taken raw (``httpx2.Response``) so the
 upstream JSON is forwarded byte for byte, never parsed into pydantic models and
 dumped again; a non-2xx answer becomes the same failure the SDK's status error did.
 
@@ -23,21 +28,25 @@ import asyncio
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx2
 import openai
 import orjson
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import DefaultAioHttpClient
 
 from tollgate_common.config import ConfigError
 from tollgate_common.policy import Policy
 from tollgate_common.policy import Provider as ProviderEntry
 from tollgate_orchestrator.accounting import Usage
-from tollgate_orchestrator.dialects import WIRES, Wire
+from tollgate_orchestrator.dialects import WIRES, Translation, Wire
+from tollgate_orchestrator.providers import anthropic, azure, gemini  # noqa: F401 (registrations)
+from tollgate_orchestrator.providers.vendors import VENDORS, Vendor
 from tollgate_orchestrator.retry import (
     CONNECTION,
+    NOT_CONFIGURED,
     PROTOCOL,
     SERVER,
     TIMEOUT,
@@ -175,6 +184,8 @@ async def _status_failure_of(response: httpx2.Response, limit: int) -> Failure:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = raw.decode("utf-8", "replace")
+    if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
+        body = body[0]  # Gemini's compatible endpoint wraps its error object in a list
     if isinstance(body, dict) and "error" in body:
         body = body["error"]
     return Failure(
@@ -185,21 +196,74 @@ async def _status_failure_of(response: httpx2.Response, limit: int) -> Failure:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Provider:
-    """One provider's SDK client, and what every request to it reuses."""
+KEY_FILE_CHECK_SECONDS = 30.0  # how often a key file is looked at for a new token
 
-    sdk: AsyncOpenAI
-    http: httpx2.AsyncClient  # the SDK's aiohttp transport: this provider's pool
+
+class KeySource:
+    """A provider's key: from its env var, or from a file that may change (an Entra token a
+    sidecar refreshes), looked at no more than every ``KEY_FILE_CHECK_SECONDS``."""
+
+    def __init__(self, entry: ProviderEntry) -> None:
+        self.path = entry.api_key_file
+        self._mtime = 0
+        self._next = 0.0
+        env = entry.api_key_env
+        self.key = os.environ.get(env, "").strip() if env and not self.path else ""
+        if self.path:
+            self.changed()
+
+    def changed(self) -> bool:
+        """Whether the file holds a new key now (False without a file, or between checks)."""
+        now = time.monotonic()
+        if not self.path or now < self._next:
+            return False
+        self._next = now + KEY_FILE_CHECK_SECONDS
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            if mtime == self._mtime:
+                return False
+            with open(self.path, encoding="utf-8") as f:
+                key = f.read(64 * 1024).strip()
+        except OSError as exc:
+            log.warning("provider key file unreadable: %s", exc.strerror)
+            return False
+        self._mtime = mtime
+        if key == self.key:
+            return False
+        self.key = key
+        return True
+
+
+@dataclass(slots=True)
+class Provider:
+    """One provider's transport, and what every request to it reuses."""
+
+    http: httpx2.AsyncClient  # the openai SDK's aiohttp transport: this provider's pool
     base_url: httpx2.URL
     headers: httpx2.Headers
-    urls: dict[str, httpx2.URL] = field(default_factory=dict)  # by path; a join costs ~50 µs
+    vendor: Vendor
+    entry: ProviderEntry
+    keys: KeySource | None = None  # None: the one shared key of ``upstream_base_url``
+    urls: dict[tuple[str, str], httpx2.URL] = field(default_factory=dict)  # a join is ~50 µs
 
-    def url(self, path: str) -> httpx2.URL:
-        u = self.urls.get(path)
+    def url(self, wire: Wire, upstream_model: str) -> httpx2.URL:
+        k = (wire.api, upstream_model)
+        u = self.urls.get(k)
         if u is None:
-            u = self.urls[path] = self.base_url.join(path)
+            path = self.vendor.path(self.entry, wire, upstream_model)
+            if len(self.urls) > 4096:  # upstream models come from a pushed policy: bound it
+                self.urls.clear()
+            u = self.urls[k] = self.base_url.join(path)
         return u
+
+    def refresh(self) -> None:
+        """Take a key file's new token into the headers."""
+        if self.keys is not None and self.keys.changed():
+            self.headers = _headers(self.vendor, self.entry, self.keys.key)
+
+
+def _headers(vendor: Vendor, entry: ProviderEntry, key: str) -> httpx2.Headers:
+    return httpx2.Headers({**vendor.headers(entry, key), **_JSON_HEADERS})
 
 
 def _is_loopback(host: str) -> bool:
@@ -223,7 +287,7 @@ def check_key_transport(field: str, base_url: str, insecure_hosts: frozenset[str
 
 
 class Upstreams:
-    """The SDK clients, one per provider, created once. Speaks the wire formats in ``APIS``.
+    """The transports, one per provider, created once.
 
     Where a provider is and which key it gets is this deployment's own configuration
     (its policy file), never taken from a followed policy: a pushed document may add
@@ -252,6 +316,7 @@ class Upstreams:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._clients: dict[str, Provider] = {}
+        self._unavailable: set[str] = set()
         # The APIs each provider speaks natively, from this deployment's own policy too.
         self._apis = {
             name: frozenset(API_OF_LABEL[a] for a in p.apis) for name, p in policy.providers.items()
@@ -259,43 +324,58 @@ class Upstreams:
         if base_url is not None and base_url_key:
             check_key_transport("upstream_base_url", base_url, insecure_hosts)
         for name, provider in policy.providers.items():
+            vendor = VENDORS.get(provider.type)
+            if vendor is None:  # the policy's Literal and VENDORS must agree; a test checks
+                raise ConfigError(f"providers.{name}.type: no adapter for {provider.type!r}")
             if base_url is not None:
-                self._clients[name] = self._make(base_url, base_url_key)
+                self._clients[name] = self._make(vendor, provider, base_url, None, base_url_key)
                 continue
-            env = provider.api_key_env
-            key = os.environ.get(env, "") if env else ""
-            if key:
+            keys = KeySource(provider)
+            if provider.needs_key and not keys.key:
+                self._unavailable.add(name)
+                where = provider.api_key_file or provider.api_key_env
+                log.warning(
+                    "provider has no key (%s is empty or unset); its models are skipped",
+                    where,
+                    extra={"provider": name[:64]},
+                )
+                continue
+            if keys.key:
                 check_key_transport(f"providers.{name}.base_url", provider.base_url, insecure_hosts)
-            self._clients[name] = self._make(provider.base_url, key)
+            self._clients[name] = self._make(vendor, provider, provider.base_url, keys, keys.key)
 
-    def _make(self, base_url: str, api_key: str) -> Provider:
-        http = DefaultAioHttpClient()
-        sdk = AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or "unused",  # the SDK needs a value; "unused" is never sent
-            max_retries=0,
-            http_client=http,
-        )
-        # The SDK's own headers (user agent, platform); unset options are not str. Since
-        # openai 3.x they carry no auth: the SDK adds it per request, so add it here.
-        headers = {k: v for k, v in sdk.default_headers.items() if isinstance(v, str)}
-        if api_key:
-            headers.update(sdk.auth_headers)
+    def _make(
+        self,
+        vendor: Vendor,
+        entry: ProviderEntry,
+        base_url: str,
+        keys: KeySource | None,
+        key: str,
+    ) -> Provider:
+        url = httpx2.URL(base_url if base_url.endswith("/") else base_url + "/")
         return Provider(
-            sdk,
-            http,
-            sdk.base_url,
-            httpx2.Headers({**headers, **_JSON_HEADERS}),
+            DefaultAioHttpClient(), url, _headers(vendor, entry, key), vendor, entry, keys
         )
 
     def apis(self, provider: str) -> frozenset[str]:
         return self._apis.get(provider, DEFAULT_APIS)
 
+    def fixup(self, provider: str) -> Translation | None:
+        c = self._clients.get(provider)
+        return c.vendor.fixup() if c is not None else None
+
+    def unavailable(self) -> frozenset[str]:
+        """The providers this deployment has no key for: the router skips their models."""
+        return frozenset(self._unavailable)
+
     def client(self, provider: str) -> Provider | None:
         c = self._clients.get(provider)
         if c is None and self._base_url is not None and len(self._clients) < 64:
             # A provider pushed in a newer router policy: with one base URL for all, serve it.
-            c = self._clients[provider] = self._make(self._base_url, self._base_url_key)
+            entry = ProviderEntry(base_url=self._base_url)
+            c = self._clients[provider] = self._make(
+                VENDORS["openai"], entry, self._base_url, None, self._base_url_key
+            )
         elif c is None and provider not in self._unknown and len(self._unknown) < 64:
             self._unknown.add(provider)
             log.warning(
@@ -306,7 +386,7 @@ class Upstreams:
 
     async def close(self) -> None:
         for c in self._clients.values():
-            await c.sdk.close()
+            await c.http.aclose()
 
     def _timeout(self, budget: float, stream: bool) -> httpx2.Timeout:
         # A stream's reads wait for the next chunk: the idle timeout, not the deadline,
@@ -320,13 +400,16 @@ class Upstreams:
     async def _open(
         self, target: Target, req: LlmRequest, wire: Wire, budget: float
     ) -> httpx2.Response:
+        if target.provider in self._unavailable:
+            raise AttemptFailed(Failure(NOT_CONFIGURED))
         p = self.client(target.provider)
         if p is None:
             raise AttemptFailed(Failure(CONNECTION))
+        p.refresh()
         payload = wire.payload(req, target.upstream_model)
         request = httpx2.Request(
             "POST",
-            p.url(wire.path),
+            p.url(wire, target.upstream_model),
             headers=p.headers,
             content=payload,
             extensions={"timeout": self._timeout(budget, req.stream).as_dict()},

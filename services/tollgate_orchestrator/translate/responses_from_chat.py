@@ -45,14 +45,12 @@ def response_usage(usage: Any) -> dict[str, Any] | None:
     if not isinstance(usage, dict):
         return None
     u = chat_usage(usage)
-    details = usage.get("prompt_tokens_details")
-    written = details.get("cache_write_tokens") if isinstance(details, dict) else None
+    details: dict[str, int] = {"cached_tokens": u.cached, "cache_write_tokens": u.cache_write}
+    if u.cache_write_1h:
+        details["cache_write_1h_tokens"] = u.cache_write_1h
     return {
         "input_tokens": u.prompt,
-        "input_tokens_details": {
-            "cached_tokens": u.cached,
-            "cache_write_tokens": written if isinstance(written, int) else 0,
-        },
+        "input_tokens_details": details,
         "output_tokens": u.completion,
         "output_tokens_details": {"reasoning_tokens": u.reasoning},
         "total_tokens": u.prompt + u.completion,
