@@ -75,6 +75,8 @@ class PolicyStore:
         self._clock = clock
         try:
             self._prices: dict[str, dict[str, Any]] = load_price_table(price_table_file)
+        except PolicyError:
+            raise  # it names the file already
         except (OSError, ValueError) as exc:
             raise PolicyError(f"price_table_file {price_table_file}: {exc}") from exc
         self._base_path = policy_file or DEFAULT_POLICY_FILE

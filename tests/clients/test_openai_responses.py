@@ -162,11 +162,14 @@ def follow_up(client: OpenAI, case: str) -> None:
 
 
 # --- pass-through: the upstream speaks Responses -------------------------------------
+# An OpenAI model by name: ``auto`` may route to a vendor that speaks chat only (Gemini),
+# where Responses is translated.
+RESPONSES_MODEL = "gpt-4o-mini"
 
 
 def test_create_then_cache_hit(client: OpenAI, stack: Stack) -> None:
     text, marker = prompt("openai-python responses: name three rivers in Asia.")
-    req: dict[str, Any] = {"model": "auto", "temperature": 0, "input": text}
+    req: dict[str, Any] = {"model": RESPONSES_MODEL, "temperature": 0, "input": text}
     first = client.responses.with_raw_response.create(**req)
     check_headers(first.headers, "miss", who=who("create"))
     done = first.parse()
@@ -183,7 +186,12 @@ def test_create_then_cache_hit(client: OpenAI, stack: Stack) -> None:
 
 def test_raw_stream_carries_its_cost_then_replays(client: OpenAI, stack: Stack) -> None:
     text, marker = prompt("openai-python responses stream: describe a lighthouse.")
-    req: dict[str, Any] = {"model": "auto", "temperature": 0, "input": text, "stream": True}
+    req: dict[str, Any] = {
+        "model": RESPONSES_MODEL,
+        "temperature": 0,
+        "input": text,
+        "stream": True,
+    }
     texts = []
     for cache in ("miss", "hit"):
         with client.responses.with_streaming_response.create(**req) as r:

@@ -55,7 +55,19 @@ def _service_port(docs: list[Manifest], addr: str) -> None:
 def test_policy_configmap_carries_policy_and_prices(default_render: list[Manifest]) -> None:
     cm = by_name(default_render, "ConfigMap", "-policy")
     assert cm["data"]["policy.yaml"] == (DATA / "default-policy.yaml").read_text()
-    assert cm["data"]["prices.yaml"] == (DATA / "prices.yaml").read_text()
+    tables = sorted(DATA.glob("prices-*.yaml"))
+    assert {k for k in cm["data"] if k != "policy.yaml"} == {p.name for p in tables}
+    for path in tables:
+        assert cm["data"][path.name] == path.read_text()
+
+
+def test_inline_prices_replace_every_shipped_table() -> None:
+    table = "provider: mine\nas_of: 2026-01-01\n"
+    data = by_name(render(sets=[f"policy.pricesInline={table}"]), "ConfigMap", "-policy")["data"]
+    assert (sorted(data), data["prices-custom.yaml"]) == (
+        ["policy.yaml", "prices-custom.yaml"],
+        table,
+    )
 
 
 def test_inline_policy_replaces_the_default() -> None:

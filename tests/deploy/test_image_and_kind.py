@@ -176,7 +176,8 @@ def _policy(routes: dict[str, Any]) -> dict[str, Any]:
 
 def test_smoke_moves_a_route_to_another_catalog_model() -> None:
     example = _policy({"chat": DEFAULT_POLICY["routes"]["chat"]})
-    example["spec"]["models"] = {"gpt-4.1-nano": {}, "gpt-5": {}, "llama-local": {}}
+    # chat small's primary first: the one to skip.
+    example["spec"]["models"] = {"gemini-2.5-flash-lite": {}, "gpt-5": {}, "llama-local": {}}
     doc, model = kind_smoke.with_changed_route(example, DEFAULT_POLICY)
     assert model == "gpt-5"  # in the catalog, known to the default, never chat's first pick
     assert doc["spec"]["routes"]["chat"] == {t: ["gpt-5"] for t in ("small", "medium", "large")}
@@ -198,7 +199,11 @@ def test_smoke_refuses_a_policy_it_cannot_change() -> None:
     with pytest.raises(ValueError, match="no routes"):
         kind_smoke.with_changed_route(_policy({}), DEFAULT_POLICY)
     only_defaults = _policy({"chat": {}})
-    only_defaults["spec"]["models"] = {"gpt-4.1-nano": {}, "gpt-4o-mini": {}, "gpt-4.1": {}}
+    only_defaults["spec"]["models"] = {
+        "gemini-2.5-flash-lite": {},
+        "gemini-2.5-flash": {},
+        "gpt-4.1": {},
+    }
     with pytest.raises(ValueError, match="no model to move"):
         kind_smoke.with_changed_route(only_defaults, DEFAULT_POLICY)
 

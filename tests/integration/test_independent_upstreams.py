@@ -51,7 +51,7 @@ pytestmark = pytest.mark.integration
 POLICY = load_policy()
 MOCK_KEY = "sk-mock-upstream-6d1f2a9c"  # what the orchestrator must send the mock
 PROVIDER_KEY = "sk-provider-openai-must-not-leak"  # OPENAI_API_KEY: only for api.openai.com
-PINNED = "gpt-4.1-nano"  # first model of chat/small; a pinned model keeps the chain behind it
+PINNED = "gpt-4.1-nano"  # in chat/small; a pinned model keeps the chain behind it
 # An upstream error text that must never reach the client.
 UPSTREAM_TEXT = "upstream-detail-9c41: key sk-upstream-echo was revoked by org-77"
 TOOLS: list[Any] = [
@@ -95,6 +95,15 @@ SHARED = {
 
 def upstream_name(model: str) -> str:
     return POLICY.models[model].upstream_model or model
+
+
+# The mixed-vendor default policy's chains cross to Anthropic, which speaks Messages.
+MESSAGES_PATH = "/v1/messages"
+MESSAGES_MODELS = frozenset(
+    upstream_name(n)
+    for n, m in POLICY.models.items()
+    if POLICY.providers[m.provider].type == "anthropic"
+)
 
 
 def _error(status: int, code: str, type_: str = "invalid_request_error") -> dict[str, Any]:
@@ -187,6 +196,9 @@ class Upstream(Generic[M]):
         )
         assert records, f"{self.name} recorded no request: {why}"
         for r in records:
+            if r.model in MESSAGES_MODELS:  # a chain crossing to Claude goes as Messages
+                assert r.path == MESSAGES_PATH, r
+                continue
             assert r.path == CHAT_PATH, r
             assert_valid("CreateChatCompletionRequest", r.body)
             if r.headers is not None:

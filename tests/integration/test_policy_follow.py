@@ -28,7 +28,7 @@ ADDED = "acme-small"
 # The operator's policy: one more model, at its own price, first for small chat; no cache.
 PUSHED = (
     DEFAULT_POLICY_FILE.read_text()
-    .replace('version: "default-2026-11-27"', 'version: "operator-1"')
+    .replace('version: "default-2026-12-03"', 'version: "operator-1"')
     .replace(
         "models:\n",
         "models:\n  acme-small:   {provider: openai, upstream_model: gpt-4o-mini, "

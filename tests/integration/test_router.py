@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 DEFAULT = DEFAULT_POLICY_FILE.read_text()
 CODE = "Write a Python function that merges two sorted lists and add unit tests."
 TALK = "hi, how are you?"
-CHAT_SMALL = "small:  [gpt-4.1-nano, gpt-4o-mini]"  # the first one in the file is chat's
+CHAT_SMALL = "small:  [gemini-2.5-flash-lite, gpt-4.1-nano, claude-haiku-4-5]"  # chat's first
 
 
 @dataclass
@@ -84,7 +84,7 @@ async def test_routes_code_and_small_talk_apart_and_serves_health_and_metrics(
     assert (code.intent, talk.intent) == ("code", "chat")
     assert code.tier != talk.tier
     assert code.chain[0].name != talk.chain[0].name
-    assert code.reason and code.policy_version == "default-2026-11-27"
+    assert code.reason and code.policy_version == "default-2026-12-03"
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await router.stub.Route(router_pb2.RouteRequest(model="gpt-9-ultra"))
@@ -126,7 +126,7 @@ async def test_update_policy_rpc_refuses_bad_and_applies_good(router: Router) ->
     assert [t.name for t in after_bad.chain] == [t.name for t in before.chain]
 
     good = DEFAULT.replace(CHAT_SMALL, "small:  [gpt-5-nano]", 1).replace(
-        'version: "default-2026-11-27"', 'version: "pushed-1"'
+        'version: "default-2026-12-03"', 'version: "pushed-1"'
     )
     resp = await router.stub.UpdatePolicy(
         router_pb2.UpdatePolicyRequest(policy_yaml=good, source="operator:ns/p"),
@@ -141,7 +141,7 @@ async def test_update_policy_rpc_refuses_bad_and_applies_good(router: Router) ->
 
 
 async def test_editing_the_policy_file_changes_decisions(router: Router) -> None:
-    assert (await router.route(TALK)).chain[0].name == "gpt-4.1-nano"
+    assert (await router.route(TALK)).chain[0].name == "gemini-2.5-flash-lite"
     router.policy_file.write_text(
         DEFAULT.replace("default_model: gpt-4o-mini", "default_model: nope")
     )
@@ -150,7 +150,7 @@ async def test_editing_the_policy_file_changes_decisions(router: Router) -> None
         lambda: sample(metrics_text(router), "tollgate_router_policy_reloads_total", failure) == 1,
         "the bad file to be refused",
     )
-    assert (await router.route(TALK)).chain[0].name == "gpt-4.1-nano"
+    assert (await router.route(TALK)).chain[0].name == "gemini-2.5-flash-lite"
     assert "default_model" in router.stack.procs["router"].log_tail()
 
     router.policy_file.write_text(DEFAULT.replace(CHAT_SMALL, "small:  [gpt-4o-mini]", 1))

@@ -45,12 +45,12 @@ def test_a_hand_edit_a_missing_and_a_stray_file_are_drift_and_generate_fixes_the
     root = _copy_of(target, tmp_path)
     assert generate.drift([target], root) == []
     policy = root / generate.CHART / "files" / "policy"
-    (policy / "prices.yaml").write_text("edited by hand\n")
+    (policy / "prices-openai.yaml").write_text("edited by hand\n")
     (policy / "default-policy.yaml").unlink()
     (policy / "stray.yaml").write_text("x: 1\n")
     found = {(d.path.rsplit("/", 1)[1], d.why) for d in generate.drift([target], root)}
     assert found == {
-        ("prices.yaml", "differs"),
+        ("prices-openai.yaml", "differs"),
         ("default-policy.yaml", "missing"),
         ("stray.yaml", "not generated"),
     }

@@ -94,6 +94,14 @@ _SPECS: list[MetricSpec] = [
         ("service", "version"),
         ALL_SERVICES,
     ),
+    MetricSpec(
+        "tollgate_price_table_info",
+        G,
+        "A price table the policy in force was priced from; always 1. as_of is the date "
+        "its figures were copied from the provider's price list: a new as_of is new prices.",
+        ("provider", "as_of"),
+        ("router", "orchestrator"),
+    ),
     # --- gRPC servers (go-grpc-prometheus names) ------------------------------------
     MetricSpec(
         "grpc_server_started_total", C, "RPCs started on the server.", GRPC_LABELS, GRPC_SERVERS

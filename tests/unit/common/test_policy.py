@@ -30,7 +30,10 @@ def test_default_policy_covers_every_intent_and_tier() -> None:
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
-        (("large:  [gpt-5, gpt-4.1]", "large:  [gpt-9, gpt-4.1]"), "routes.code.large[0]"),
+        (
+            ("large:  [claude-sonnet-4-5, gpt-5,", "large:  [claude-9, gpt-5,"),
+            "routes.code.large[0]",
+        ),
         (("default_model: gpt-4o-mini", "default_model: nope"), "default_model"),
         (("ttl_seconds: 3600", "ttl_seconds: -5"), "cache.ttl_seconds"),
         (
@@ -56,7 +59,11 @@ def test_tenant_override_wins() -> None:
     text = default_text() + "tenants:\n  acme:\n    routes:\n      chat:\n        small: [gpt-4o]\n"
     p = parse_policy(text)
     assert p.chain("chat", "small", "acme") == ["gpt-4o"]
-    assert p.chain("chat", "small", "other") == ["gpt-4.1-nano", "gpt-4o-mini"]
+    assert p.chain("chat", "small", "other") == [
+        "gemini-2.5-flash-lite",
+        "gpt-4.1-nano",
+        "claude-haiku-4-5",
+    ]
 
 
 def test_cost_uses_cached_rate_for_cached_prompt_tokens() -> None:

@@ -487,7 +487,7 @@ def test_the_default_policy_has_embedding_models_and_a_default() -> None:
     ("edit", "field"),
     [
         (
-            {"large:  [gpt-5, gpt-4.1]": "large:  [gpt-5, text-embedding-3-small]"},
+            {"[claude-sonnet-4-5, gpt-5,": "[claude-sonnet-4-5, text-embedding-3-small,"},
             "routes.code.large[1]",
         ),
         ({"default_model: gpt-4o-mini": "default_model: text-embedding-3-small"}, "default_model"),

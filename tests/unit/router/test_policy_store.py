@@ -17,7 +17,7 @@ DEFAULT = DEFAULT_POLICY_FILE.read_text()
 
 
 def with_version(version: str, text: str = DEFAULT) -> str:
-    return text.replace('version: "default-2026-11-27"', f'version: "{version}"')
+    return text.replace('version: "default-2026-12-03"', f'version: "{version}"')
 
 
 BAD = DEFAULT.replace("default_model: gpt-4o-mini", "default_model: nope")
@@ -58,7 +58,7 @@ def make(
 def test_shipped_default_when_no_file_is_given() -> None:
     store = PolicyStore(policy_file=None, override_file=None, price_table_file=PRICE_TABLE_FILE)
     assert store.current.source == "default"
-    assert store.current.version == "default-2026-11-27"
+    assert store.current.version == "default-2026-12-03"
     assert store.current.yaml == DEFAULT
 
 
@@ -81,7 +81,7 @@ def test_file_change_reloads_and_bad_file_keeps_the_old_policy(tmp_path: Path) -
 
     base.write_text(BAD)
     store.poll()
-    assert store.current.version == "default-2026-11-27"
+    assert store.current.version == "default-2026-12-03"
     assert rec.reloads[-1] == ("file", "failure")
     store.poll()  # the same bad content is reported once, not every poll
     assert rec.reloads.count(("file", "failure")) == 1
@@ -99,13 +99,13 @@ def test_override_wins_at_start_and_its_removal_restores_the_base(tmp_path: Path
     assert store.current.source == f"file:{over}"
     over.unlink()
     store.poll()
-    assert store.current.version == "default-2026-11-27"
-    assert rec.changes == ["default-2026-11-27", "pushed", "default-2026-11-27"]
+    assert store.current.version == "default-2026-12-03"
+    assert rec.changes == ["default-2026-12-03", "pushed", "default-2026-12-03"]
 
 
 def test_bad_override_at_start_keeps_the_base(tmp_path: Path) -> None:
     store, rec, _, over = make(tmp_path, override=BAD)
-    assert store.current.version == "default-2026-11-27"
+    assert store.current.version == "default-2026-12-03"
     assert ("file", "failure") in rec.reloads
     over.write_text(with_version("fixed"))
     store.poll()
@@ -115,17 +115,19 @@ def test_bad_override_at_start_keeps_the_base(tmp_path: Path) -> None:
 def test_missing_override_file_is_normal(tmp_path: Path) -> None:
     store, rec, _, _ = make(tmp_path)
     store.poll()
-    assert store.current.version == "default-2026-11-27"
+    assert store.current.version == "default-2026-12-03"
     assert rec.reloads == [("startup", "success")]
 
 
 def test_rpc_update_bad_keeps_old_same_is_unchanged_latest_wins(tmp_path: Path) -> None:
     store, rec, base, _ = make(tmp_path)
     with pytest.raises(PolicyError, match=r"routes\.code\.large\[0\]"):
-        store.update(DEFAULT.replace("[gpt-5, gpt-4.1]", "[gpt-9, gpt-4.1]"), "operator:ns/p")
+        store.update(
+            DEFAULT.replace("[claude-sonnet-4-5, gpt-5,", "[gpt-9, gpt-5,"), "operator:ns/p"
+        )
     with pytest.raises(PolicyError, match="mapping"):
         store.update("", "operator:ns/p")
-    assert store.current.version == "default-2026-11-27"
+    assert store.current.version == "default-2026-12-03"
     assert rec.reloads[-1] == ("rpc", "failure")
 
     state, changed = store.update(DEFAULT, "operator:ns/p")

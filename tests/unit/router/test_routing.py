@@ -81,10 +81,11 @@ def test_default_policy_sends_code_and_small_talk_to_different_models() -> None:
     p = load_policy()
     code = route(p, CODE)
     talk = route(p, TALK)
-    assert (code.intent, code.tier, code.chain) == ("code", "medium", ("gpt-4.1", "gpt-4.1-mini"))
-    assert (talk.intent, talk.tier, talk.chain[0]) == ("chat", "small", "gpt-4.1-nano")
+    chain = ("claude-sonnet-4-5", "gpt-4.1", "gemini-2.5-pro")
+    assert (code.intent, code.tier, code.chain) == ("code", "medium", chain)
+    assert (talk.intent, talk.tier, talk.chain[0]) == ("chat", "small", "gemini-2.5-flash-lite")
     assert code.reason.startswith("intent=code (")
-    assert code.reason.endswith("-> tier medium; chain gpt-4.1 > gpt-4.1-mini")
+    assert code.reason.endswith("-> tier medium; chain " + " > ".join(chain))
     assert code.baseline == "gpt-4o"
     assert code.fallbacks == () and talk.fallbacks == ()
 

@@ -69,19 +69,19 @@ async def test_route_fills_targets_and_records_every_router_family(env: Env) -> 
     assert (resp.intent, resp.tier) == ("code", "medium")
     primary = resp.chain[0]
     assert (primary.name, primary.provider, primary.upstream_model) == (
-        "gpt-4.1",
-        "openai",
-        "gpt-4.1",
+        "claude-sonnet-4-5",
+        "anthropic",
+        "claude-sonnet-4-5",
     )
-    assert primary.price.input_per_mtok == 2.0
-    assert primary.context_window == 1_047_576
+    assert primary.price.input_per_mtok == 3.0
+    assert primary.context_window == 200_000
     assert resp.baseline.name == "gpt-4o"
-    assert resp.policy_version == "default-2026-11-27"
+    assert resp.policy_version == "default-2026-12-03"
     assert resp.estimated_cost_usd > 0
-    assert "chain gpt-4.1 > gpt-4.1-mini" in resp.reason
+    assert "chain claude-sonnet-4-5 > gpt-4.1 > gemini-2.5-pro" in resp.reason
 
     await env.stub.Route(req("What is the weather like?", has_tools=True, downgrade=True))
-    labels = {"intent": "code", "tier": "medium", "model": "gpt-4.1"}
+    labels = {"intent": "code", "tier": "medium", "model": "claude-sonnet-4-5"}
     assert env.value("tollgate_router_model_selections_total", labels) == 1
     assert env.value("tollgate_router_decision_duration_seconds_count") == 2
     assert env.value("tollgate_router_chain_length_count") == 2
@@ -119,7 +119,11 @@ async def test_update_and_get_policy(env: Env) -> None:
     same = await env.stub.UpdatePolicy(router_pb2.UpdatePolicyRequest(policy_yaml=text))
     assert not same.changed
 
-    new = text.replace("small:  [gpt-4.1-nano, gpt-4o-mini]", "small:  [gpt-4o-mini]", 1)
+    new = text.replace(
+        "small:  [gemini-2.5-flash-lite, gpt-4.1-nano, claude-haiku-4-5]",
+        "small:  [gpt-4o-mini]",
+        1,
+    )
     resp = await env.stub.UpdatePolicy(
         router_pb2.UpdatePolicyRequest(policy_yaml=new, source="operator:team-a/default")
     )

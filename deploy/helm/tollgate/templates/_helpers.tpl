@@ -142,7 +142,7 @@ one section per service.
 - name: TOLLGATE_ROUTER_POLICY_OVERRIDE_FILE
   value: /etc/tollgate/policy-override/policy.yaml
 - name: TOLLGATE_ROUTER_PRICE_TABLE_FILE
-  value: /etc/tollgate/policy/prices.yaml
+  value: /etc/tollgate/policy/
 {{- end }}
 
 {{- define "tollgate.env.cache" -}}
