@@ -113,6 +113,8 @@ class Catalog:
 
     def remote(self, mt: router_pb2.ModelTarget) -> Target:
         p = mt.price
+        write = p.cache_write_per_mtok if p.HasField("cache_write_per_mtok") else None
+        write_1h = p.cache_write_1h_per_mtok if p.HasField("cache_write_1h_per_mtok") else None
         key = (
             mt.name,
             mt.provider,
@@ -120,6 +122,8 @@ class Catalog:
             p.input_per_mtok,
             p.cached_input_per_mtok,
             p.output_per_mtok,
+            write,
+            write_1h,
             mt.context_window,
         )
         t = self._memo.get(key)
@@ -131,6 +135,8 @@ class Catalog:
                 input_per_mtok=p.input_per_mtok,
                 cached_input_per_mtok=p.cached_input_per_mtok,
                 output_per_mtok=p.output_per_mtok,
+                cache_write_per_mtok=write,
+                cache_write_1h_per_mtok=write_1h,
                 context_window=mt.context_window or default_window,
             )
             t = Target(

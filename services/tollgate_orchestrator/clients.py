@@ -4,6 +4,11 @@ degraded answer instead of an error when they fail.
 Router down or slow: the local policy's default model (or the explicit model, when
 the local catalog has it), with ``degraded=True``. Cache down or slow: no entry,
 and the request bypasses the cache. Both are counted in ``tollgate_degraded_total``.
+
+Providers this deployment has no key for (``Upstreams.unavailable``) are skipped on
+every path: the router is told to leave their models out, the degraded route and the
+embedding chains drop them, and a request naming one of their models is refused at
+once (``provider_unavailable``) rather than failed over to a model it did not ask for.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import grpc
 
 from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 from tollgate_common.breaker import CircuitBreaker
-from tollgate_common.policy import TIERS, Policy, PolicyError, parse_policy
+from tollgate_common.policy import TIERS, Policy, PolicyError, Provider, parse_policy
 from tollgate_orchestrator.catalog import Catalog
 from tollgate_orchestrator.errors import ApiError, bad_request, model_not_allowed, model_not_found
 from tollgate_orchestrator.integrity import Signer
@@ -32,26 +37,64 @@ log = logging.getLogger(__name__)
 DEGRADED_INTENT = "other"
 
 
-def degraded_model(policy: Policy, model: str, tenant: str) -> str:
-    """The chat model to serve without the router; raises 404, 400 (an embedding model)
-    or 403 as the router would."""
+def provider_unavailable(model: str, provider: str, entry: Provider | None) -> ApiError:
+    """A named model whose provider has no key here. A 400, not a 503: retrying cannot
+    help (SDKs retry 503s, and Anthropic's shape would call it ``overloaded_error``);
+    the client has to name another model or ``auto``. Names the env var, never a key."""
+    if entry is not None and entry.api_key_file:
+        missing = "its api_key_file is empty or unreadable"
+    elif entry is not None and entry.api_key_env:
+        missing = f"{entry.api_key_env[:100]} is unset or empty"
+    else:
+        missing = "no key is configured"
+    return ApiError(
+        400,
+        f"The model `{model[:100]}` is served by provider `{provider[:100]}`, which has no "
+        f"API key on this gateway ({missing}); use another model or `auto`.",
+        param="model",
+        code="model_not_available",
+        reason="invalid",
+    )
+
+
+def degraded_model(
+    policy: Policy, model: str, tenant: str, skip: Collection[str] = frozenset()
+) -> str:
+    """The chat model to serve without the router; raises 404, 400 (an embedding model
+    or one of a provider in ``skip``, which has no key) or 403 as the router would."""
     rules = policy.tenants.get(tenant)
     allowed = rules.allowed_models if rules is not None else None
     if model != "auto":
         if model not in policy.models:
             raise model_not_found(model)
-        if policy.models[model].kind != "chat":
+        entry = policy.models[model]
+        if entry.kind != "chat":
             raise bad_request("model", f"The model `{model[:100]}` is an embedding model.")
         if allowed is not None and model not in allowed:
             raise model_not_allowed(model)
+        if entry.provider in skip:
+            raise provider_unavailable(model, entry.provider, policy.providers.get(entry.provider))
         return model
-    if allowed is None or policy.default_model in allowed:
+
+    def usable(name: str) -> bool:
+        m = policy.models.get(name)
+        return (
+            m is not None
+            and m.kind == "chat"
+            and (allowed is None or name in allowed)
+            and m.provider not in skip
+        )
+
+    if usable(policy.default_model):
         return policy.default_model
     # The tenant's own chain for small chat (within any max_tier), else any allowed chat
-    # model (allowed_models may list embedding models too).
-    for name in (*policy.chain("chat", TIERS[0], tenant), *allowed):
-        if name in allowed and name in policy.models and policy.models[name].kind == "chat":
+    # model (allowed_models may list embedding models too), on a provider with a key.
+    others: list[str] = list(allowed if allowed is not None else policy.models)
+    for name in (*policy.chain("chat", TIERS[0], tenant), *others):
+        if usable(name):
             return name
+    if skip:  # no reachable model at all: serve as without the list (its attempt fails over)
+        return degraded_model(policy, model, tenant)
     raise model_not_allowed(model)
 
 
@@ -71,6 +114,7 @@ class RouterClient:
         timeout: float,
         breaker: CircuitBreaker,
         metrics: OrchestratorMetrics,
+        unavailable: Collection[str] = (),
     ) -> None:
         self._stub = stub
         self._catalog = catalog
@@ -79,6 +123,33 @@ class RouterClient:
         self._metrics = metrics
         self._refreshing: asyncio.Task[bool] | None = None
         self._last_yaml = ""
+        self._skip: frozenset[str] = frozenset()
+        self._skip_sent: tuple[str, ...] = ()
+        self._skip_keys: dict[str, Provider] = {}
+        if unavailable:
+            self.set_unavailable(unavailable)
+
+    def set_unavailable(self, providers: Collection[str]) -> None:
+        """The providers with no key here (``Upstreams.unavailable``), once per load of the
+        upstreams: what every request then sends and checks is built now. Where each key
+        was expected comes from this deployment's own policy (the catalog's at this
+        point), never from a followed one."""
+        self._skip = frozenset(providers)
+        self._skip_sent = tuple(sorted(self._skip))
+        own = self._catalog.policy.providers
+        self._skip_keys = {p: own[p] for p in self._skip if p in own}
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        return self._skip
+
+    def _check_named(self, model: str) -> None:
+        """Refuse a named model of a provider with no key (before asking the router)."""
+        if not self._skip:
+            return
+        entry = self._catalog.policy.models.get(model)
+        if entry is not None and entry.kind == "chat" and entry.provider in self._skip:
+            raise provider_unavailable(model, entry.provider, self._skip_keys.get(entry.provider))
 
     def _request(
         self, req: LlmRequest, tenant: str, request_id: str, downgrade: bool
@@ -98,6 +169,8 @@ class RouterClient:
             max_tokens=min(req.max_tokens or 0, 2**31 - 1),
             request_id=request_id,
             downgrade=downgrade,
+            has_images=req.has_images,
+            skip_providers=self._skip_sent,
         )
 
     async def route(
@@ -107,7 +180,9 @@ class RouterClient:
             # An embedding model is named, never classified: the router has nothing to
             # decide, and the route holds whether the router is up or not. It never
             # names a chat model (nor the router's routes an embedding one).
-            return self._catalog.embedding_route(req.model, tenant)
+            return self._embedding_route(req.model, tenant)
+        if req.model != "auto":
+            self._check_named(req.model)
         if not self._breaker.allow():
             self._metrics.degraded("router", "circuit_open")
             return self.local(req.model, tenant)
@@ -149,6 +224,20 @@ class RouterClient:
         baseline = catalog.local(resp.baseline.name) if resp.baseline.name else None
         return RouteDecision(resp.intent, resp.tier, chain, baseline, False, resp.reason)
 
+    def _embedding_route(self, model: str, tenant: str) -> RouteDecision:
+        d = self._catalog.embedding_route(model, tenant)
+        if not self._skip:
+            return d
+        chain = tuple(t for t in d.chain if t.provider not in self._skip)
+        if chain == d.chain:
+            return d
+        if not chain or (model != "auto" and chain[0].name != model):
+            first = d.chain[0]
+            raise provider_unavailable(
+                first.name, first.provider, self._skip_keys.get(first.provider)
+            )
+        return RouteDecision(d.intent, d.tier, chain, d.baseline, d.degraded, d.reason)
+
     def _degrade(self, req: LlmRequest, exc: BaseException, tenant: str = "") -> RouteDecision:
         self._breaker.record_failure()
         self._metrics.set_up("router", False)
@@ -160,7 +249,9 @@ class RouterClient:
         one, within the tenant's ``allowed_models`` and ``max_tier`` as the router would."""
         catalog = self._catalog
         policy = catalog.policy
-        name = degraded_model(policy, model, tenant)
+        if model != "auto":
+            self._check_named(model)
+        name = degraded_model(policy, model, tenant, self._skip)
         target = catalog.local(name)
         assert target is not None  # degraded_model only names catalog models
         baseline = catalog.local(policy.baseline_model)

@@ -23,6 +23,7 @@ from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.retry import (
     CIRCUIT_OPEN,
     CLIENT,
+    UNSUPPORTED,
     AttemptFailed,
     Failure,
     RetryBudget,
@@ -119,6 +120,7 @@ class Attempts:
         total = 0
         last: Failure | None = None
         last_target = chain[0]
+        refusal: tuple[Target, Failure] | None = None  # the first model that cannot carry it
         for i, target in enumerate(chain):
             if i > 0:
                 m.fallback(
@@ -159,6 +161,9 @@ class Attempts:
                     last, last_target = f, target
                     if f.error_class == CLIENT:
                         raise Refused(target, f) from None
+                    if f.error_class == UNSUPPORTED:
+                        refusal = refusal or (target, f)
+                        break
                     delay = policy.retry_delay(
                         f, on_model, total, deadline - self._clock(), self._rand
                     )
@@ -182,4 +187,6 @@ class Attempts:
                 return target, result, t0
             if total >= policy.total_attempts:
                 break
+        if refusal is not None and last is not None and last.error_class == UNSUPPORTED:
+            raise Refused(*refusal)  # no model could carry it: the request's own fault
         raise Exhausted(last_target, last)

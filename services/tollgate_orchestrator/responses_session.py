@@ -140,13 +140,22 @@ class Features:
     chars: int
     extra_tokens: int
     last_user_text: str
+    images: bool = False  # an image anywhere in the history: only vision models fit
+
+
+def _image_in(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") == "input_image" for p in content
+    )
 
 
 def features(items: list[dict[str, Any]]) -> Features:
     """The router's and the budget's view of an input list (``validation``'s estimate)."""
     chars = extra = 0
     last_user = ""
+    images = False
     for item in items:
+        images = images or _image_in(item.get("content")) or _image_in(item.get("output"))
         if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
             chars += len(item["output"])
             continue
@@ -160,7 +169,7 @@ def features(items: list[dict[str, Any]]) -> Features:
         extra += sum(n for _, n in parts)
         if item.get("role") == "user":
             last_user = text
-    return Features(len(items), chars, extra, last_user[-FEATURE_TEXT_CHARS:])
+    return Features(len(items), chars, extra, last_user[-FEATURE_TEXT_CHARS:], images)
 
 
 def refeatured(
@@ -175,6 +184,7 @@ def refeatured(
         prompt_chars=max(0, req.prompt_chars + a.chars - b.chars),
         est_extra_tokens=max(0, req.est_extra_tokens + a.extra_tokens - b.extra_tokens),
         last_user_text=req.last_user_text or a.last_user_text,
+        has_images=req.has_images or a.images,
     )
 
 

@@ -73,6 +73,8 @@ class LlmRequest:
     turns: int
     prompt_chars: int
     api: str = CHAT_API
+    # The prompt carries an image: the router keeps the request on vision models.
+    has_images: bool = False
     # Prompt tokens beyond the message text: tools, tool calls, schemas, images, files.
     est_extra_tokens: int = 0
     # A dialect's own state, carried from parse to its session (e.g. the Responses

@@ -173,8 +173,13 @@ def _check_content(where: str, role: str, msg: dict[str, Any]) -> None:
             )
 
 
-def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int, int]:
-    """(last user text, system text, turns, prompt chars, tokens beyond the text)."""
+def _has_image(content: Any) -> bool:
+    return isinstance(content, list) and any(p["type"] == "image_url" for p in content)
+
+
+def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int, int, bool]:
+    """(last user text, system text, turns, prompt chars, tokens beyond the text, whether
+    a message carries an image)."""
     if value is None:
         raise bad_request("messages", "Missing required parameter: 'messages'.")
     if not isinstance(value, list):
@@ -188,6 +193,7 @@ def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int, int
     last_user = ""
     system: list[str] = []
     chars = extra = 0
+    images = False
     for i, msg in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -204,12 +210,13 @@ def _check_messages(value: Any, limits: Limits) -> tuple[str, str, int, int, int
         text = _text_of(msg.get("content"))
         chars += len(text)
         extra += _extra_tokens(msg)
+        images = images or _has_image(msg.get("content"))  # parts were checked above
         if role == "user":
             last_user = text
         elif role in ("system", "developer") and sum(map(len, system)) < FEATURE_TEXT_CHARS:
             system.append(text)
     sys_text = "\n".join(system)[:FEATURE_TEXT_CHARS]
-    return last_user[-FEATURE_TEXT_CHARS:], sys_text, len(value), chars, extra
+    return last_user[-FEATURE_TEXT_CHARS:], sys_text, len(value), chars, extra, images
 
 
 def _check_tools(value: Any) -> bool:
@@ -316,7 +323,7 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
         raise bad_request("model", "Missing required parameter: 'model'.")
     if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
         raise bad_request("model", "'model' must be a non-empty string.")
-    last_user, system, turns, chars, extra = _check_messages(data.get("messages"), limits)
+    last_user, system, turns, chars, extra, images = _check_messages(data.get("messages"), limits)
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("stream", "'stream' must be a boolean.")
@@ -361,6 +368,7 @@ def parse_chat_request(data: Any, limits: Limits) -> LlmRequest:
         turns=turns,
         prompt_chars=chars,
         est_extra_tokens=extra,
+        has_images=images,
     )
 
 

@@ -167,6 +167,8 @@ class Gateway:
                 stream_idle_seconds=s.stream_idle_seconds,
             ),
         )
+        # Providers without a key: the router skips their models (built once, here).
+        self.router.set_unavailable(self.upstreams.unavailable())
         attempts = Attempts(s, m)
         slots = Slots(s.max_concurrency, s.tenant_concurrency_share)
         self.admissions = Admissions(slots, self.budgets, attempts.budget, m)

@@ -176,6 +176,7 @@ class Features:
     has_tools: bool = False
     json_mode: bool = False
     max_tokens: int = 0  # 0: not set by the client
+    has_images: bool = False  # only models with the "vision" capability fit
 
     def prompt_tokens(self) -> int:
         """The client's estimate, else ~4 characters per token."""

@@ -5,9 +5,15 @@ Pure (no gRPC, no I/O, no metrics). The steps, in order:
 2. cap the tier at the tenant's ``max_tier``; a budget ``downgrade`` forces the cheapest tier;
 3. take the chain for (intent, tier), the tenant's routes first; an explicit model is
    pinned as primary and the chain supplies its fallbacks;
-4. drop models the tenant may not use, that lack a needed capability (tools, json) or
-   whose context window is too small; if nothing is left, pick the cheapest catalog
-   models that fit, and say so in the reason.
+4. drop models the tenant may not use, whose provider the caller cannot reach (it has
+   no key for it: ``skip_providers``), that lack a needed capability (tools, json,
+   vision) or whose context window is too small; if nothing is left, pick the cheapest
+   catalog models that fit, and say so in the reason. Images need ``vision`` only in a
+   policy that gives some model that capability: one written before it keeps its chains.
+
+An explicit model stays the primary whatever its provider: the orchestrator answers a
+named model it cannot reach with its own error before asking (it knows which key is
+missing); only the fallbacks behind it are filtered.
 
 Only chat models are routed: embedding models serve /v1/embeddings, which the
 orchestrator routes by name without asking here; the policy keeps them out of chains.
@@ -15,7 +21,7 @@ orchestrator routes by name without asking here; the policy keeps them out of ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tollgate_common.policy import TIERS, ModelEntry, Policy, TenantPolicy, cost_usd
 from tollgate_router.classifier import Classification, Features, classify
@@ -29,6 +35,7 @@ FALLBACK_REASONS = (
     "max_tier",
     "downgrade",
     "allowed_models",
+    "provider_unavailable",
     "capability",
     "context_window",
     "no_eligible_model",
@@ -69,6 +76,9 @@ class RouteInput:
     tenant: str = ""
     features: Features = field(default_factory=Features)
     downgrade: bool = False  # budget action
+    # Providers the caller has no key for: their models are unfit (a frozenset, so each
+    # check is one hash lookup; empty for most callers).
+    skip_providers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +94,22 @@ class Decision:
     fallbacks: tuple[str, ...] = ()  # members of FALLBACK_REASONS
 
 
+# The capabilities a request needs, by (tools, json, images): built once, not per request.
+_NEEDS: dict[tuple[bool, bool, bool], tuple[str, ...]] = {
+    (t, j, i): tuple(cap for cap, wanted in (("tools", t), ("json", j), ("vision", i)) if wanted)
+    for t in (False, True)
+    for j in (False, True)
+    for i in (False, True)
+}
+
+
 def _needs(f: Features) -> tuple[str, ...]:
-    if f.has_tools and f.json_mode:
-        return ("tools", "json")
-    if f.has_tools:
-        return ("tools",)
-    if f.json_mode:
-        return ("json",)
-    return ()
+    return _NEEDS[f.has_tools, f.json_mode, f.has_images]
+
+
+def _declares_vision(policy: Policy) -> bool:
+    # Scanned only for requests with images, a few per cent of traffic.
+    return any("vision" in m.capabilities for m in policy.models.values() if m.kind == "chat")
 
 
 def _unfit(
@@ -100,10 +118,13 @@ def _unfit(
     allowed: list[str] | None,
     needs: tuple[str, ...],
     context_tokens: int,
+    skip: frozenset[str],
 ) -> str:
     """The FALLBACK_REASONS key that rules ``name`` out, or "" when it fits."""
     if allowed is not None and name not in allowed:
         return "allowed_models"
+    if entry.provider in skip:
+        return "provider_unavailable"
     for cap in needs:
         if cap not in entry.capabilities:
             return "capability"
@@ -119,21 +140,27 @@ def _substitutes(
     context_tokens: int,
     prompt_tokens: int,
     completion_tokens: int,
+    skip: frozenset[str],
 ) -> tuple[list[str], bool]:
     """The cheapest catalog models that fit. When none does, the allowed models with
-    the largest context windows, with capabilities relaxed last; the bool says so."""
+    the largest context windows, with capabilities relaxed next and skipped providers
+    last (their attempts then fail over at once, as without the list); the bool says so."""
 
     def price(name: str) -> float:
         return cost_usd(policy.models[name], prompt_tokens, completion_tokens)
 
     chat = {n: m for n, m in policy.models.items() if m.kind == "chat"}
-    fit = [n for n, m in chat.items() if not _unfit(n, m, allowed, needs, context_tokens)]
+    fit = [n for n, m in chat.items() if not _unfit(n, m, allowed, needs, context_tokens, skip)]
     if fit:
         fit.sort(key=price)
         return fit[:MAX_SUBSTITUTES], False
-    usable = [n for n, m in chat.items() if not _unfit(n, m, allowed, needs, 0)]
-    if not usable:
-        usable = [n for n, m in chat.items() if not _unfit(n, m, allowed, (), 0)]
+    usable: list[str] = []
+    for relaxed_needs, relaxed_skip in ((needs, skip), ((), skip), ((), frozenset[str]())):
+        usable = [
+            n for n, m in chat.items() if not _unfit(n, m, allowed, relaxed_needs, 0, relaxed_skip)
+        ]
+        if usable:
+            break
     usable.sort(key=lambda n: (-policy.models[n].context_window, price(n)))
     return usable[:MAX_SUBSTITUTES], True
 
@@ -187,12 +214,17 @@ def decide(policy: Policy, req: RouteInput) -> Decision:
                 fallbacks.append("downgrade")
 
     needs = _needs(f)
+    if f.has_images and not _declares_vision(policy):
+        # A policy that tags no model with vision predates the filter: its chains stand.
+        needs = _needs(replace(f, has_images=False))
+        notes.append("no model declares vision; images not filtered")
     prompt_tokens = f.prompt_tokens()
     completion_tokens = f.max_tokens if f.max_tokens > 0 else COMPLETION_TOKENS_GUESS
     context_tokens = prompt_tokens + max(f.max_tokens, 0)
     kept: list[str] = chain[:1] if pinned else []
+    skip = req.skip_providers
     for name in chain[len(kept) :]:
-        why = _unfit(name, policy.models[name], allowed, needs, context_tokens)
+        why = _unfit(name, policy.models[name], allowed, needs, context_tokens, skip)
         if why:
             notes.append(f"dropped {name} ({why})")
             if name == chain[0]:
@@ -201,7 +233,7 @@ def decide(policy: Policy, req: RouteInput) -> Decision:
             kept.append(name)
     if not kept:
         kept, relaxed = _substitutes(
-            policy, allowed, needs, context_tokens, prompt_tokens, completion_tokens
+            policy, allowed, needs, context_tokens, prompt_tokens, completion_tokens, skip
         )
         if not kept:
             raise ModelNotAllowed("", req.tenant)

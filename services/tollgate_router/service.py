@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import grpc
 
@@ -39,6 +40,19 @@ class InvalidInput(ValueError):
     """A request field is wrong; the message names it."""
 
 
+_NO_SKIP: frozenset[str] = frozenset()
+MAX_SKIP_PROVIDERS = 64  # a caller's list is its providers without a key: a few
+
+
+def _skip_set(names: Sequence[str]) -> frozenset[str]:
+    # Most callers have every key: no set is built for them.
+    if not names:
+        return _NO_SKIP
+    if len(names) > MAX_SKIP_PROVIDERS:
+        raise InvalidInput(f"skip_providers: at most {MAX_SKIP_PROVIDERS} names")
+    return frozenset(names)
+
+
 def to_input(request: router_pb2.RouteRequest) -> RouteInput:
     f = request.features
     for name, value in (
@@ -61,8 +75,10 @@ def to_input(request: router_pb2.RouteRequest) -> RouteInput:
             has_tools=request.has_tools,
             json_mode=request.json_mode,
             max_tokens=request.max_tokens,
+            has_images=request.has_images,
         ),
         downgrade=request.downgrade,
+        skip_providers=_skip_set(request.skip_providers),
     )
 
 
@@ -76,6 +92,8 @@ def build_targets(policy: Policy) -> dict[str, router_pb2.ModelTarget]:
                 input_per_mtok=m.input_per_mtok or 0.0,
                 cached_input_per_mtok=m.cached_input_per_mtok or 0.0,
                 output_per_mtok=m.output_per_mtok or 0.0,
+                cache_write_per_mtok=m.cache_write_per_mtok,
+                cache_write_1h_per_mtok=m.cache_write_1h_per_mtok,
             ),
             context_window=m.context_window,
         )

@@ -173,19 +173,20 @@ _TOOL = {
         },
         {
             "type": "object",
-            "required": ["type"],
+            "required": ["type", "name"],
             "description": "A server tool (web_search_20250305, bash_20250124, ...): served "
             "by an Anthropic upstream only; refused with a 400 where the model is reached "
             "through Chat Completions.",
             "properties": {
-                "type": {
-                    "anyOf": [
-                        {"type": "string", "pattern": SERVER_TOOL.pattern},
-                        {"enum": sorted(SERVER_TOOL_TYPES)},
-                    ]
-                },
+                "type": {"type": "string", "pattern": SERVER_TOOL.pattern},
                 "name": {"type": "string"},
             },
+        },
+        {
+            "type": "object",
+            "required": ["type"],
+            "description": "An MCP toolset (named by its mcp_server_name): as a server tool.",
+            "properties": {"type": {"enum": sorted(SERVER_TOOL_TYPES)}},
         },
     ]
 }

@@ -123,11 +123,12 @@ def _source(block: dict[str, Any], where: str, kinds: frozenset[str]) -> dict[st
 class _Tally:
     """What the router and the budget learn from the blocks of a request."""
 
-    __slots__ = ("chars", "extra", "text")
+    __slots__ = ("chars", "extra", "images", "text")
 
     def __init__(self) -> None:
         self.chars = 0  # prompt text, ~4 characters a token
         self.extra = 0  # tokens that are not text: images, documents, tool calls
+        self.images = False  # an image block anywhere (tool results too): vision models only
         self.text: list[str] = []  # the text blocks of the message being read
 
     def add_text(self, text: str, routed: bool = True) -> None:
@@ -143,6 +144,7 @@ def _image(block: dict[str, Any], where: str, tally: _Tally) -> None:
             f"{where}.source.media_type", f"Must be one of {', '.join(sorted(IMAGE_TYPES))}."
         )
     tally.extra += IMAGE_TOKENS
+    tally.images = True
 
 
 def _document(block: dict[str, Any], where: str, tally: _Tally) -> None:
@@ -319,6 +321,8 @@ def _tools(value: Any) -> bool:
                     f"{where}.type",
                     "Must be 'custom' or a server tool type such as web_search_20250305.",
                 )
+            if kind not in SERVER_TOOL_TYPES:  # a versioned tool is named (web_search)
+                _string(tool, "name", where)
             continue
         name = tool.get("name")
         if not isinstance(name, str) or not TOOL_NAME.match(name):
@@ -474,6 +478,7 @@ def parse_messages_request(data: Any, limits: Limits, counting: bool = False) ->
         prompt_chars=tally.chars,
         api=MESSAGES_API,
         est_extra_tokens=tally.extra,
+        has_images=tally.images,
     )
 
 

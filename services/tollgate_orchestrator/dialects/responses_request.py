@@ -140,6 +140,11 @@ def _content(where: str, content: Any) -> tuple[str, int]:
     return " ".join(texts), extra
 
 
+def _has_image(content: Any) -> bool:
+    """Whether checked content (``_content`` passed it) holds an image part."""
+    return isinstance(content, list) and any(p["type"] == "input_image" for p in content)
+
+
 def _string(item: dict[str, Any], where: str, name: str) -> None:
     if not isinstance(item.get(name), str):
         raise bad_request(f"{where}.{name}", f"'{where}.{name}' must be a string.")
@@ -164,6 +169,7 @@ class _Features:
         self.system: list[str] = []
         self.chars = 0
         self.extra = 0
+        self.images = False  # an input_image part anywhere: only vision models fit
 
     def system_text(self, text: str) -> None:
         if sum(map(len, self.system)) < FEATURE_TEXT_CHARS:
@@ -182,6 +188,7 @@ class _Features:
             text, extra = _content(f"{where}.content", item.get("content"))
             self.chars += len(text)
             self.extra += extra
+            self.images = self.images or _has_image(item.get("content"))
             if role == "user":
                 self.last_user = text
             elif role in ("system", "developer"):
@@ -195,6 +202,7 @@ class _Features:
             text, extra = _content(f"{where}.output", item.get("output"))
             self.chars += len(text)
             self.extra += extra
+            self.images = self.images or _has_image(item.get("output"))
         elif kind == "item_reference":
             _string(item, where, "id")
         else:  # reasoning (encrypted_content untouched), hosted tool calls, new types
@@ -372,6 +380,7 @@ def parse_responses_request(data: Any, limits: Limits) -> LlmRequest:
         prompt_chars=f.chars,
         est_extra_tokens=f.extra,
         api=RESPONSES_API,
+        has_images=f.images,
     )
 
 

@@ -20,7 +20,7 @@ TEXT = DEFAULT_POLICY_FILE.read_text()
 
 
 def policy(**cache: Any) -> Any:
-    text = TEXT.replace('version: "default-2026-11-27"', 'version: "v2"').replace(
+    text = TEXT.replace('version: "default-2026-12-03"', 'version: "v2"').replace(
         "models:\n",
         "models:\n  acme: {provider: openai, input_per_mtok: 1, cached_input_per_mtok: 0.5, "
         "output_per_mtok: 2}\n",
@@ -99,3 +99,24 @@ async def test_a_newer_router_policy_is_followed() -> None:
     resp = router_pb2.GetPolicyResponse(version="v2", policy_yaml=TEXT.replace("default-", "x-"))
     assert await client(resp, catalog).refresh()
     assert catalog.version == "v2"
+
+
+def test_a_routed_model_keeps_its_cache_write_prices() -> None:
+    """The router's answer carries a table's cache-write prices; unset ones keep the default."""
+    from tollgate_common.policy import cost_usd
+    from tollgate_router.service import build_targets
+
+    targets = build_targets(POLICY)
+    catalog = Catalog(POLICY)
+    claude = catalog.remote(targets["claude-sonnet-4-5"])
+    local = catalog.local("claude-sonnet-4-5")
+    assert local is not None
+    assert claude.entry.cache_write_1h_per_mtok == local.entry.cache_write_1h_per_mtok == 6.0
+    args = (1_000_000, 0, 0)
+    kw = {"cache_write_tokens": 1_000_000, "cache_write_1h_tokens": 1_000_000}
+    assert cost_usd(claude.entry, *args, **kw) == cost_usd(local.entry, *args, **kw) == 6.0
+    stripped = router_pb2.ModelTarget()
+    stripped.CopyFrom(targets["claude-sonnet-4-5"])
+    stripped.price.ClearField("cache_write_1h_per_mtok")  # an older router's answer
+    old = catalog.remote(stripped)
+    assert old.entry.cache_write_1h_per_mtok is None

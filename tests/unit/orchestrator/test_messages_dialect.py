@@ -661,3 +661,11 @@ def test_garbage_is_forwarded_unnamed_and_errors_are_anthropic_shaped() -> None:
     assert name == "error"
     assert obj["error"] == {"type": "api_error", "message": "The upstream stream failed."}
     assert obj[COST_FIELD] == 0.5
+
+
+def test_a_versioned_server_tool_needs_its_name_and_an_mcp_toolset_does_not() -> None:
+    """Anthropic refuses a web_search_20250305 without ``name``; refuse it here, first."""
+    err = refused(body(tools=[{"type": "web_search_20250305"}]))
+    assert err.param == "tools[0].name"
+    mcp = {"type": "mcp_toolset", "mcp_server_name": "docs"}
+    assert parse(body(tools=[mcp])).body["tools"] == [mcp]

@@ -19,6 +19,7 @@ from tollgate_orchestrator.retry import (
     RATE_LIMIT,
     SERVER,
     TIMEOUT,
+    UNSUPPORTED,
     UPSTREAM_AUTH,
     Failure,
 )
@@ -188,6 +189,42 @@ async def test_exhausted_chain_is_a_clear_error(failure: Failure, status: int, c
         "api": "chat",
     }
     assert rig.value("tollgate_llm_requests_total", **llm, outcome="error") == 1
+
+
+# What a translation refuses (temperature 1.5 for Anthropic), as dispatch reports it.
+REFUSAL = {
+    "message": "`temperature`: at most 1",
+    "type": "invalid_request_error",
+    "param": "temperature",
+    "code": None,
+}
+
+
+async def test_a_model_that_cannot_carry_the_request_falls_back_to_one_that_can() -> None:
+    rig = Rig(
+        ["gpt-4o-mini", "gpt-4.1-mini"],
+        {"gpt-4o-mini": [Failure(UNSUPPORTED, 400, body=REFUSAL)]},
+    )
+    reply = await rig.handle(request(), "t", "r")
+    assert isinstance(reply, Whole)
+    assert headers(reply)["x-tollgate-model"] == "gpt-4.1-mini"
+    assert rig.upstream.attempts == {"gpt-4o-mini": 1, "gpt-4.1-mini": 1}
+    assert rig.total("tollgate_llm_fallbacks_total", reason="unsupported") == 1
+
+
+async def test_when_no_model_can_carry_the_request_the_first_refusal_is_a_400() -> None:
+    other = {**REFUSAL, "param": "model"}
+    rig = Rig(
+        ["gpt-4o-mini", "gpt-4.1-mini"],
+        {
+            "gpt-4o-mini": [Failure(UNSUPPORTED, 400, body=REFUSAL)],
+            "gpt-4.1-mini": [Failure(UNSUPPORTED, 400, body=other)],
+        },
+    )
+    with pytest.raises(ApiError) as info:
+        await rig.handle(request(), "t", "r")
+    assert info.value.status == 400
+    assert orjson.loads(info.value.body())["error"]["param"] == "temperature"
 
 
 @pytest.mark.parametrize(

@@ -532,3 +532,15 @@ def test_features_count_what_the_router_and_budget_read() -> None:
     )
     assert (f.turns, f.chars, f.last_user_text) == (4, len("syslook42"), "look")
     assert f.extra_tokens > 765  # the image, and the call's JSON
+
+
+async def test_an_image_earlier_in_the_conversation_keeps_the_follow_up_on_vision_models() -> None:
+    s = ResponsesSession(MemoryStore(3600, 100, 1 << 20), Catalog(POLICY))
+    image = [{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]
+    first = await s.before(request({"input": [{"role": "user", "content": image}]}), "a")
+    assert features(first.body["input"]).images
+    s.after(first, "a", answer("resp_1", "a cat"))
+    follow = await s.before(
+        request({"input": "what colour?", "previous_response_id": "resp_1"}), "a"
+    )
+    assert follow.has_images

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/router/v1/router.proto\x12\x12tollgate.router.v1\"\x84\x01\n\x0fMessageFeatures\x12\x16\n\x0elast_user_text\x18\x01 \x01(\t\x12\x13\n\x0bsystem_text\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\x14\n\x0cprompt_chars\x18\x04 \x01(\x03\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x05 \x01(\x03\"\xc5\x01\n\x0cRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x35\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32#.tollgate.router.v1.MessageFeatures\x12\x11\n\thas_tools\x18\x04 \x01(\x08\x12\x11\n\tjson_mode\x18\x05 \x01(\x08\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tdowngrade\x18\x08 \x01(\x08\"W\n\x05Price\x12\x16\n\x0einput_per_mtok\x18\x01 \x01(\x01\x12\x1d\n\x15\x63\x61\x63hed_input_per_mtok\x18\x02 \x01(\x01\x12\x17\n\x0foutput_per_mtok\x18\x03 \x01(\x01\"\x87\x01\n\x0bModelTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12(\n\x05price\x18\x04 \x01(\x0b\x32\x19.tollgate.router.v1.Price\x12\x16\n\x0e\x63ontext_window\x18\x05 \x01(\x05\"\xe8\x01\n\rRouteResponse\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12.\n\x05\x63hain\x18\x03 \x03(\x0b\x32\x1f.tollgate.router.v1.ModelTarget\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x31\n\x08\x62\x61seline\x18\x08 \x01(\x0b\x32\x1f.tollgate.router.v1.ModelTarget\":\n\x13UpdatePolicyRequest\x12\x13\n\x0bpolicy_yaml\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"8\n\x14UpdatePolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x12\n\x10GetPolicyRequest\"I\n\x11GetPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_yaml\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t2\x93\x02\n\x06Router\x12L\n\x05Route\x12 .tollgate.router.v1.RouteRequest\x1a!.tollgate.router.v1.RouteResponse\x12\x61\n\x0cUpdatePolicy\x12\'.tollgate.router.v1.UpdatePolicyRequest\x1a(.tollgate.router.v1.UpdatePolicyResponse\x12X\n\tGetPolicy\x12$.tollgate.router.v1.GetPolicyRequest\x1a%.tollgate.router.v1.GetPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/router/v1/router.proto\x12\x12tollgate.router.v1\"\x84\x01\n\x0fMessageFeatures\x12\x16\n\x0elast_user_text\x18\x01 \x01(\t\x12\x13\n\x0bsystem_text\x18\x02 \x01(\t\x12\r\n\x05turns\x18\x03 \x01(\x05\x12\x14\n\x0cprompt_chars\x18\x04 \x01(\x03\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x05 \x01(\x03\"\xf1\x01\n\x0cRouteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x35\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32#.tollgate.router.v1.MessageFeatures\x12\x11\n\thas_tools\x18\x04 \x01(\x08\x12\x11\n\tjson_mode\x18\x05 \x01(\x08\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tdowngrade\x18\x08 \x01(\x08\x12\x12\n\nhas_images\x18\t \x01(\x08\x12\x16\n\x0eskip_providers\x18\n \x03(\t\"\xd5\x01\n\x05Price\x12\x16\n\x0einput_per_mtok\x18\x01 \x01(\x01\x12\x1d\n\x15\x63\x61\x63hed_input_per_mtok\x18\x02 \x01(\x01\x12\x17\n\x0foutput_per_mtok\x18\x03 \x01(\x01\x12!\n\x14\x63\x61\x63he_write_per_mtok\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12$\n\x17\x63\x61\x63he_write_1h_per_mtok\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x17\n\x15_cache_write_per_mtokB\x1a\n\x18_cache_write_1h_per_mtok\"\x87\x01\n\x0bModelTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12(\n\x05price\x18\x04 \x01(\x0b\x32\x19.tollgate.router.v1.Price\x12\x16\n\x0e\x63ontext_window\x18\x05 \x01(\x05\"\xe8\x01\n\rRouteResponse\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12.\n\x05\x63hain\x18\x03 \x03(\x0b\x32\x1f.tollgate.router.v1.ModelTarget\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0epolicy_version\x18\x07 \x01(\t\x12\x31\n\x08\x62\x61seline\x18\x08 \x01(\x0b\x32\x1f.tollgate.router.v1.ModelTarget\":\n\x13UpdatePolicyRequest\x12\x13\n\x0bpolicy_yaml\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"8\n\x14UpdatePolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\"\x12\n\x10GetPolicyRequest\"I\n\x11GetPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_yaml\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t2\x93\x02\n\x06Router\x12L\n\x05Route\x12 .tollgate.router.v1.RouteRequest\x1a!.tollgate.router.v1.RouteResponse\x12\x61\n\x0cUpdatePolicy\x12\'.tollgate.router.v1.UpdatePolicyRequest\x1a(.tollgate.router.v1.UpdatePolicyResponse\x12X\n\tGetPolicy\x12$.tollgate.router.v1.GetPolicyRequest\x1a%.tollgate.router.v1.GetPolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGEFEATURES']._serialized_start=56
   _globals['_MESSAGEFEATURES']._serialized_end=188
   _globals['_ROUTEREQUEST']._serialized_start=191
-  _globals['_ROUTEREQUEST']._serialized_end=388
-  _globals['_PRICE']._serialized_start=390
-  _globals['_PRICE']._serialized_end=477
-  _globals['_MODELTARGET']._serialized_start=480
-  _globals['_MODELTARGET']._serialized_end=615
-  _globals['_ROUTERESPONSE']._serialized_start=618
-  _globals['_ROUTERESPONSE']._serialized_end=850
-  _globals['_UPDATEPOLICYREQUEST']._serialized_start=852
-  _globals['_UPDATEPOLICYREQUEST']._serialized_end=910
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=912
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=968
-  _globals['_GETPOLICYREQUEST']._serialized_start=970
-  _globals['_GETPOLICYREQUEST']._serialized_end=988
-  _globals['_GETPOLICYRESPONSE']._serialized_start=990
-  _globals['_GETPOLICYRESPONSE']._serialized_end=1063
-  _globals['_ROUTER']._serialized_start=1066
-  _globals['_ROUTER']._serialized_end=1341
+  _globals['_ROUTEREQUEST']._serialized_end=432
+  _globals['_PRICE']._serialized_start=435
+  _globals['_PRICE']._serialized_end=648
+  _globals['_MODELTARGET']._serialized_start=651
+  _globals['_MODELTARGET']._serialized_end=786
+  _globals['_ROUTERESPONSE']._serialized_start=789
+  _globals['_ROUTERESPONSE']._serialized_end=1021
+  _globals['_UPDATEPOLICYREQUEST']._serialized_start=1023
+  _globals['_UPDATEPOLICYREQUEST']._serialized_end=1081
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=1083
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=1139
+  _globals['_GETPOLICYREQUEST']._serialized_start=1141
+  _globals['_GETPOLICYREQUEST']._serialized_end=1159
+  _globals['_GETPOLICYRESPONSE']._serialized_start=1161
+  _globals['_GETPOLICYRESPONSE']._serialized_end=1234
+  _globals['_ROUTER']._serialized_start=1237
+  _globals['_ROUTER']._serialized_end=1512
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,8 @@ class RouteRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DOWNGRADE_FIELD_NUMBER: _builtins.int
+    HAS_IMAGES_FIELD_NUMBER: _builtins.int
+    SKIP_PROVIDERS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """"auto" or a catalog model name"""
     tenant: _builtins.str
@@ -75,8 +77,14 @@ class RouteRequest(_message.Message):
     request_id: _builtins.str
     downgrade: _builtins.bool
     """budget action: use the cheapest tier"""
+    has_images: _builtins.bool
+    """the prompt carries images: only vision models fit"""
     @_builtins.property
     def features(self) -> Global___MessageFeatures: ...
+    @_builtins.property
+    def skip_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Providers the caller cannot reach (no key configured): their models are unfit."""
+
     def __init__(
         self,
         *,
@@ -88,10 +96,12 @@ class RouteRequest(_message.Message):
         max_tokens: _builtins.int = ...,
         request_id: _builtins.str = ...,
         downgrade: _builtins.bool = ...,
+        has_images: _builtins.bool = ...,
+        skip_providers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["downgrade", b"downgrade", "features", b"features", "has_tools", b"has_tools", "json_mode", b"json_mode", "max_tokens", b"max_tokens", "model", b"model", "request_id", b"request_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downgrade", b"downgrade", "features", b"features", "has_images", b"has_images", "has_tools", b"has_tools", "json_mode", b"json_mode", "max_tokens", b"max_tokens", "model", b"model", "request_id", b"request_id", "skip_providers", b"skip_providers", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,21 +116,35 @@ class Price(_message.Message):
     INPUT_PER_MTOK_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_PER_MTOK_FIELD_NUMBER: _builtins.int
     OUTPUT_PER_MTOK_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_PER_MTOK_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_PER_MTOK_FIELD_NUMBER: _builtins.int
     input_per_mtok: _builtins.float
     cached_input_per_mtok: _builtins.float
     output_per_mtok: _builtins.float
+    cache_write_per_mtok: _builtins.float
+    """Prompt-cache writes (5-minute, 1-hour); unset: the model's default multiple of input."""
+    cache_write_1h_per_mtok: _builtins.float
     def __init__(
         self,
         *,
         input_per_mtok: _builtins.float = ...,
         cached_input_per_mtok: _builtins.float = ...,
         output_per_mtok: _builtins.float = ...,
+        cache_write_per_mtok: _builtins.float | None = ...,
+        cache_write_1h_per_mtok: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_1h_per_mtok", b"_cache_write_1h_per_mtok", "_cache_write_per_mtok", b"_cache_write_per_mtok", "cache_write_1h_per_mtok", b"cache_write_1h_per_mtok", "cache_write_per_mtok", b"cache_write_per_mtok"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_per_mtok", b"cached_input_per_mtok", "input_per_mtok", b"input_per_mtok", "output_per_mtok", b"output_per_mtok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_1h_per_mtok", b"_cache_write_1h_per_mtok", "_cache_write_per_mtok", b"_cache_write_per_mtok", "cache_write_1h_per_mtok", b"cache_write_1h_per_mtok", "cache_write_per_mtok", b"cache_write_per_mtok", "cached_input_per_mtok", b"cached_input_per_mtok", "input_per_mtok", b"input_per_mtok", "output_per_mtok", b"output_per_mtok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cache_write_1h_per_mtok: _TypeAlias = _typing.Literal["cache_write_1h_per_mtok"]  # noqa: Y015
+    _WhichOneofArgType__cache_write_1h_per_mtok: _TypeAlias = _typing.Literal["_cache_write_1h_per_mtok", b"_cache_write_1h_per_mtok"]  # noqa: Y015
+    _WhichOneofReturnType__cache_write_per_mtok: _TypeAlias = _typing.Literal["cache_write_per_mtok"]  # noqa: Y015
+    _WhichOneofArgType__cache_write_per_mtok: _TypeAlias = _typing.Literal["_cache_write_per_mtok", b"_cache_write_per_mtok"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_1h_per_mtok) -> _WhichOneofReturnType__cache_write_1h_per_mtok | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_per_mtok) -> _WhichOneofReturnType__cache_write_per_mtok | None: ...
 
 Global___Price: _TypeAlias = Price  # noqa: Y015
 
