@@ -236,7 +236,7 @@ DROP = object()  # the field is left out
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": DROP}, "messages"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content"),
         ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages.0.content.0.type"),
         ({"tools": [{"name": "f"}]}, "tools.0.input_schema"),
