@@ -25,11 +25,12 @@ unseen, except what only tunes delivery: ``seed``, ``prediction``, ``verbosity``
   ``safety_identifier``) → ``metadata.user_id``; ``service_tier`` auto → auto, default →
   standard_only (others are OpenAI's billing tiers: dropped);
 - ``reasoning_effort`` → ``thinking: enabled`` with ``BUDGETS``' budget (minimal/none:
-  no thinking). OpenAI counts reasoning inside the completion cap, Anthropic needs
-  ``max_tokens`` above the budget: a cap that does not fit the budget is given to the
-  answer on top of it. Thinking samples at temperature 1 (Anthropic refuses other
-  values, as OpenAI's reasoning models do), so ``temperature`` and ``top_p`` are not
-  sent with it; a forced tool choice cannot think: 400;
+  no thinking). OpenAI counts reasoning inside the completion cap, and Anthropic's
+  ``max_tokens`` holds the thinking too: with a cap, thinking leaves the answer
+  ``MIN_BUDGET`` of it (none below ``2 * MIN_BUDGET``): never more than the client
+  capped. Thinking samples at temperature 1 (Anthropic refuses other values, as
+  OpenAI's reasoning models do), so ``temperature`` and ``top_p`` are not sent with it;
+  a forced tool choice cannot think: 400;
 - ``response_format``: ``json_schema`` → ``output_config.format`` (Anthropic's
   structured outputs: the schema is enforced, as ``strict`` asks); ``json_object`` → a
   system instruction, because Messages has no schema-less JSON mode (its format needs
@@ -70,6 +71,7 @@ from tollgate_orchestrator.types import CHAT_API, MESSAGES_API, LlmRequest
 DEFAULT_MAX_TOKENS = 4096  # Messages requires max_tokens; chat does not
 MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1, OpenAI's 0..2
 # reasoning_effort → thinking.budget_tokens (Anthropic's minimum is 1,024).
+MIN_BUDGET = 1024
 BUDGETS = {"low": 2048, "medium": 8192, "high": 24576, "xhigh": 24576}
 NO_THINKING = frozenset({"minimal", "none"})
 JSON_INSTRUCTION = (
@@ -312,11 +314,15 @@ def _thinking(out: dict[str, Any], body: dict[str, Any], cap: int | None) -> Non
             "Anthropic models cannot think with a forced tool choice: send auto or none, "
             "or no reasoning_effort.",
         )
+    if cap is None:
+        out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
+    elif cap < 2 * MIN_BUDGET:
+        return  # no room to think and answer within the client's cap: answer without
+    else:
+        # OpenAI counts reasoning inside the cap, and so must we: the client's cap is what
+        # its budget was reserved for. Thinking leaves the answer MIN_BUDGET of it.
+        budget = min(budget, cap - MIN_BUDGET)
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    # The budget must be below max_tokens: a cap that does not fit goes to the answer.
-    out["max_tokens"] = (
-        cap if cap is not None and cap > budget else budget + (cap or DEFAULT_MAX_TOKENS)
-    )
     out.pop("temperature", None)
     out.pop("top_p", None)
 

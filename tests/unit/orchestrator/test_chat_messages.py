@@ -193,10 +193,13 @@ def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens() -> None:
     assert out["thinking"] == {"type": "enabled", "budget_tokens": 8192}
     assert out["max_tokens"] == 8192 + DEFAULT_MAX_TOKENS
     assert "temperature" not in out  # thinking samples at 1
-    small = to_messages(reasoning_effort="high", max_tokens=1000)
-    assert small["thinking"]["budget_tokens"] == 24576 and small["max_tokens"] == 25576
+    # The client's cap holds thinking and answer (as OpenAI counts): never raised.
+    capped = to_messages(reasoning_effort="high", max_tokens=10000)
+    assert capped["thinking"]["budget_tokens"] == 10000 - 1024 and capped["max_tokens"] == 10000
     roomy = to_messages(reasoning_effort="low", max_completion_tokens=10000)
     assert roomy["thinking"]["budget_tokens"] == 2048 and roomy["max_tokens"] == 10000
+    small = to_messages(reasoning_effort="high", max_tokens=1000)  # no room to think
+    assert "thinking" not in small and small["max_tokens"] == 1000
     assert "thinking" not in to_messages(reasoning_effort="minimal")
     err = refusal(reasoning_effort="low", tools=[TOOL], tool_choice="required")
     assert err.param == "tool_choice"
