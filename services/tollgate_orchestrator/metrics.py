@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from tollgate_common.breaker import CLOSED
 from tollgate_common.budgets import NANO, to_nano
-from tollgate_common.metrics import Bounded, Children, Families
+from tollgate_common.metrics import Bounded, Children, Families, Shown
 from tollgate_common.policy import INTENTS, Policy
 from tollgate_orchestrator.config import BudgetSpec
 from tollgate_orchestrator.retry import CIRCUIT_OPEN, ERROR_CLASSES
@@ -100,8 +100,8 @@ class OrchestratorMetrics:
         self.responses_dropped = Children(c("tollgate_responses_store_dropped_total"))
         self.genai_tokens = Children(h("gen_ai_client_token_usage"))
         self.genai_duration = Children(h("gen_ai_client_operation_duration_seconds"))
-        self._price_tables = Children(g("tollgate_price_table_info"))
-        self._tables: tuple[tuple[str, str], ...] = ()
+        # (provider, as_of) per loaded table: checked when loaded, at most MAX_TABLES.
+        self._price_tables = Shown(g("tollgate_price_table_info"))
         self._preinit(models, list(tenants), budget_store)
 
     def _preinit(self, models: dict[str, str], tenants: list[str], budget_store: bool) -> None:
@@ -145,15 +145,7 @@ class OrchestratorMetrics:
         self.request_model.update([*models, "auto"])
         self.provider.update(set(models.values()))
         self._breaker_series(models)
-        self._show_price_tables(policy.price_tables)
-
-    def _show_price_tables(self, tables: tuple[tuple[str, str], ...]) -> None:
-        # (provider, as_of) per loaded table: checked when loaded, at most MAX_TABLES.
-        for labels in set(self._tables) - set(tables):
-            self._price_tables.remove(*labels)
-        for labels in tables:
-            self._price_tables(*labels).set(1)
-        self._tables = tables
+        self._price_tables.show(policy.price_tables)
 
     # --- HTTP -----------------------------------------------------------------------
     def http(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tollgate_common.metrics import Children, Families
+from tollgate_common.metrics import Children, Families, Shown
 from tollgate_common.policy import INTENTS, TIERS
 from tollgate_router.policy_store import PolicyState
 from tollgate_router.routing import FALLBACK_REASONS, Decision
@@ -43,8 +43,8 @@ class RouterMetrics:
         )
         self._chain_length = families.histogram("tollgate_router_chain_length")
         self._info = Children(families.gauge("tollgate_router_policy_info"))
-        self._price_tables = Children(families.gauge("tollgate_price_table_info"))
-        self._tables: tuple[tuple[str, str], ...] = ()
+        # (provider, as_of) per loaded table: checked when loaded, at most MAX_TABLES.
+        self._price_tables = Shown(families.gauge("tollgate_price_table_info"))
         self._reloads = Children(
             families.counter("tollgate_router_policy_reloads_total"),
             bind=[(t, r) for t in RELOAD_TRIGGERS for r in RELOAD_RESULTS],
@@ -82,12 +82,4 @@ class RouterMetrics:
                 self._info.remove(*was)
         self._info(*labels).set(1)
         self._last_reload.set(new.loaded_at)
-        self._show_price_tables(new.policy.price_tables)
-
-    def _show_price_tables(self, tables: tuple[tuple[str, str], ...]) -> None:
-        # (provider, as_of) per loaded table: checked when loaded, at most MAX_TABLES.
-        for labels in set(self._tables) - set(tables):
-            self._price_tables.remove(*labels)
-        for labels in tables:
-            self._price_tables(*labels).set(1)
-        self._tables = tables
+        self._price_tables.show(new.policy.price_tables)

@@ -169,10 +169,10 @@ def _gemini_call(call: ToolCall) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
-class GeminiChatReply:
+class _VendorReply:
+    """A chat reply in a vendor's shape, paced as the reply it wraps."""
+
     inner: chat.ChatReply
-    preamble: int = 0
-    closing: int = 2  # the finish chunk, [DONE]
 
     @property
     def tokens(self) -> int:
@@ -181,6 +181,12 @@ class GeminiChatReply:
     @property
     def think_tokens(self) -> int:
         return self.inner.think_tokens
+
+
+@dataclass(slots=True)
+class GeminiChatReply(_VendorReply):
+    preamble: int = 0
+    closing: int = 2  # the finish chunk, [DONE]
 
     def body(self) -> bytes:
         out = orjson.loads(self.inner.body())
@@ -232,17 +238,8 @@ _FILTERS = {
 
 
 @dataclass(slots=True)
-class AzureChatReply:
-    inner: chat.ChatReply
+class AzureChatReply(_VendorReply):
     preamble: int = 1  # the prompt-filter chunk
-
-    @property
-    def tokens(self) -> int:
-        return self.inner.tokens
-
-    @property
-    def think_tokens(self) -> int:
-        return self.inner.think_tokens
 
     @property
     def closing(self) -> int:

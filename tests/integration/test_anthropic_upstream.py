@@ -14,7 +14,6 @@ of ``type: anthropic`` go to ``POST /v1/messages`` (``translate/chat_messages``,
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,43 +23,36 @@ import httpx2
 import orjson
 import pytest
 from anthropic.types import Message
-from openai import AsyncOpenAI
-from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
-from prometheus_client import CollectorRegistry
 
-from tests.upstream_mocks import AIMock, start_aimock
-from tollgate_common.config import load_settings
+from tests.integration.vendor_rig import (
+    KEY,
+    TOOL,
+    WEATHER,
+    ChainRouter,
+    Rig,
+    assembled,
+    gateway_on,
+    request,
+    running_aimock,
+    running_sim,
+    sdk,
+    sim_call,
+)
+from tests.upstream_mocks import AIMock
 from tollgate_common.policy import INTENTS, TIERS, parse_policy
-from tollgate_orchestrator.config import OrchestratorSettings
 from tollgate_orchestrator.dialects import messages as messages_dialect
 from tollgate_orchestrator.dialects import responses as responses_dialect
 from tollgate_orchestrator.dialects.chat import usage_of as chat_usage_of
-from tollgate_orchestrator.http_api import build_app
-from tollgate_orchestrator.providers.dispatch import Dispatch
-from tollgate_orchestrator.providers.openai import Upstreams
 from tollgate_orchestrator.retry import SERVER, AttemptFailed
-from tollgate_orchestrator.sse import DONE
 from tollgate_orchestrator.translate.chat_messages import TRANSLATION
-from tollgate_orchestrator.types import RouteDecision, Target
-from tollgate_orchestrator.validation import Limits, parse_body
+from tollgate_orchestrator.validation import Limits
 from tollgate_orchestrator.wiring import Gateway
-from tools.stack import DEV_KEY, Stack, free_port
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-KEY = "sim-key"
 SDK_VERSION = str(anthropic.AsyncAnthropic(api_key="x").default_headers["anthropic-version"])
-TOOL: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
-WEATHER = "What is the weather in Paris? Use the tool."
 ROUTES = json.dumps({i: {t: ["claude"] for t in TIERS} for i in INTENTS})
 PRICE = "input_per_mtok: 1.0, cached_input_per_mtok: 0.1, output_per_mtok: 5.0"
 
@@ -84,54 +76,15 @@ baseline_model: claude
 """
 
 
-class Anthropic:
+class Anthropic(Rig):
     def __init__(self, root: str) -> None:
-        self.policy = parse_policy(policy_yaml(root))
-        self.upstreams = Upstreams(
-            self.policy, base_url=None, connect_timeout=5.0, read_timeout=10.0
-        )
-        self.dispatch = Dispatch(self.upstreams)
-
-    def target(self, name: str) -> Target:
-        m = self.policy.models[name]
-        return Target(name, m.provider, m.upstream_model or name, m)
-
-    async def complete(self, name: str, **body: Any) -> dict[str, Any]:
-        raw, _ = await self.dispatch.complete(self.target(name), request(**body), 10.0)
-        ChatCompletion.model_validate_json(raw)  # what openai-python accepts
-        parsed: dict[str, Any] = orjson.loads(raw)
-        return parsed
+        super().__init__(policy_yaml(root))
 
     async def message(self, name: str, **body: Any) -> Message:
         """The upstream's own answer to the translated request, as anthropic-python reads it."""
         req = TRANSLATION.request(request(**body))
         raw, _ = await self.upstreams.complete(self.target(name), req, 10.0)
         return Message.model_validate_json(raw)
-
-    async def stream(self, name: str, **body: Any) -> list[dict[str, Any]]:
-        up = await self.dispatch.stream(self.target(name), request(stream=True, **body), 10.0)
-        out: list[bytes] = list(up.first)
-        try:
-            async for p in up:
-                out.append(p)
-                if p == DONE:
-                    break
-        finally:
-            await up.aclose()
-        assert out[-1] == DONE
-        return [orjson.loads(p) for p in out[:-1]]
-
-
-def request(**body: Any) -> Any:
-    body.setdefault("messages", [{"role": "user", "content": WEATHER}])
-    return parse_body(orjson.dumps({"model": "m", **body}), Limits())
-
-
-def assembled(chunks: list[dict[str, Any]]) -> Any:
-    state = ChatCompletionStreamState()
-    for c in chunks:
-        state.handle_chunk(ChatCompletionChunk.model_validate(c))
-    return state.get_final_completion()
 
 
 @pytest.fixture(autouse=True)
@@ -179,13 +132,8 @@ def aimock_fixtures() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def aimock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AIMock]:
-    fixtures: Path = tmp_path_factory.mktemp("aimock-fixtures")
-    (fixtures / "anthropic.json").write_text(json.dumps({"fixtures": aimock_fixtures()}))
-    mock = start_aimock(tmp_path_factory.mktemp("aimock-log"), fixtures, api_keys=(KEY,))
-    try:
+    with running_aimock(tmp_path_factory, "anthropic", aimock_fixtures(), (KEY,)) as mock:
         yield mock
-    finally:
-        mock.stop()
 
 
 @pytest.fixture
@@ -193,7 +141,7 @@ async def on_aimock(aimock: AIMock) -> AsyncIterator[Anthropic]:
     aimock.reset_journal()
     a = Anthropic(aimock.url)
     yield a
-    await a.upstreams.close()
+    await a.close()
 
 
 async def test_aimock_sees_messages_path_headers_and_body(
@@ -276,44 +224,14 @@ async def test_aimock_529_is_a_retryable_server_failure(on_aimock: Anthropic) ->
 # --- the whole gateway, the openai SDK as its client ---------------------------------------
 
 
-class ChainRouter:
-    """Routes every request to a fixed chain of the test's policy (no router service)."""
-
-    def __init__(self, policy: Any, *names: str) -> None:
-        self.chain = tuple(
-            Target(
-                n, policy.models[n].provider, policy.models[n].upstream_model or n, policy.models[n]
-            )
-            for n in names
-        )
-
-    async def route(self, req: Any, tenant: str, request_id: str, downgrade: bool) -> Any:
-        return RouteDecision("chat", "small", self.chain, self.chain[0])
-
-
 @pytest.fixture
 async def gateway(
     aimock: AIMock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Gateway]:
-    for k in [k for k in os.environ if k.startswith("TOLLGATE_")]:
-        monkeypatch.delenv(k)
     aimock.reset_journal()
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_yaml(aimock.url))
-    dead = f"127.0.0.1:{free_port()}"
-    settings = load_settings(
-        OrchestratorSettings, "orchestrator", router_addr=dead, cache_addr=dead, policy_file=policy
-    )
-    gw = Gateway(settings, CollectorRegistry())
-    gw.ready = True
-    gw.pipeline.router = ChainRouter(parse_policy(policy.read_text()), "claude-busy", "gpt")
+    gw = gateway_on(policy_yaml(aimock.url), tmp_path, monkeypatch, "claude-busy", "gpt")
     yield gw
     await gw.close()
-
-
-def sdk(gateway: Gateway) -> AsyncOpenAI:
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=build_app(gateway)))
-    return AsyncOpenAI(base_url="http://gw/v1", api_key=DEV_KEY, http_client=http, max_retries=0)
 
 
 async def test_a_529_from_anthropic_falls_back_to_the_next_vendor(
@@ -357,25 +275,16 @@ async def test_the_openai_sdk_streams_from_anthropic_through_the_gateway(
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(
-        log_dir=tmp_path_factory.mktemp("sim"),
-        sim_env={"TOLLGATE_SIM_LATENCY_SCALE": "0"},
-        sim_key=KEY,
-    )
-    try:
-        stack.start_sim()
+    with running_sim(tmp_path_factory) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
 async def on_sim(sim: Stack) -> AsyncIterator[Anthropic]:
     a = Anthropic(sim.sim_url)
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as c:
-        await c.post(f"{sim.sim_url}/_sim/reset")
+    await sim_call(sim, "POST", "/_sim/reset")
     yield a
-    await a.upstreams.close()
+    await a.close()
 
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 400  # over the 1,024-token minimum
@@ -399,10 +308,7 @@ async def test_sim_one_hour_cache_writes_reach_chat_usage_whole_and_streamed(
 
 
 async def test_sim_529_overloaded_and_anthropics_auth_checks(sim: Stack, on_sim: Anthropic) -> None:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as c:
-        await c.post(
-            f"{sim.sim_url}/_sim/faults", json={"model": "claude-haiku-4-5", "status": 529}
-        )
+    await sim_call(sim, "POST", "/_sim/faults", {"model": "claude-haiku-4-5", "status": 529})
     with pytest.raises(AttemptFailed) as info:
         await on_sim.complete("claude", messages=[{"role": "user", "content": "hi"}])
     f = info.value.failure
@@ -440,9 +346,8 @@ async def test_sim_journal_has_the_raw_messages_body(sim: Stack, on_sim: Anthrop
         user="u-1",
         response_format={"type": "json_object"},
     )
-    await on_sim.complete("claude", reasoning_effort="high", max_tokens=1000)
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as c:
-        journal = (await c.get(f"{sim.sim_url}/_sim/requests")).json()["requests"]
+    await on_sim.complete("claude", reasoning_effort="high", max_tokens=30000)
+    journal = (await sim_call(sim, "GET", "/_sim/requests"))["requests"]
     assert [e["path"] for e in journal] == ["/v1/messages"] * 2
     sent, thinking = journal[0]["body"], journal[1]["body"]
     assert sent["tool_choice"] == {
@@ -454,8 +359,8 @@ async def test_sim_journal_has_the_raw_messages_body(sim: Stack, on_sim: Anthrop
     assert sent["system"][0] == {"type": "text", "text": "Be brief."}
     assert "JSON" in sent["system"][-1]["text"]  # json_object: an instruction
     assert sent["tools"][0]["input_schema"] == TOOL["function"]["parameters"]
-    assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 24576}
-    assert thinking["max_tokens"] == 24576 + 1000
+    assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 24576}  # within the cap
+    assert thinking["max_tokens"] == 30000  # the client's cap holds the thinking too
 
 
 async def test_responses_and_messages_clients_reach_anthropic_too(

@@ -18,47 +18,33 @@ them into ``providers/openai.py``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import orjson
 import pytest
-from openai import AsyncOpenAI
-from openai.lib.streaming.chat import ChatCompletionStreamState
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from prometheus_client import CollectorRegistry
 
-from tests.upstream_mocks import AIMock, start_aimock
-from tollgate_common.config import load_settings
-from tollgate_common.policy import INTENTS, TIERS, parse_policy
-from tollgate_orchestrator.config import OrchestratorSettings
-from tollgate_orchestrator.http_api import build_app
+from tests.integration.vendor_rig import (
+    KEY,
+    TOOL,
+    WEATHER,
+    Rig,
+    assembled,
+    gateway_on,
+    running_aimock,
+    running_sim,
+    sdk,
+    sim_call,
+)
+from tests.upstream_mocks import AIMock
+from tollgate_common.policy import INTENTS, TIERS
 from tollgate_orchestrator.providers import azure, gemini  # noqa: F401  (registrations)
-from tollgate_orchestrator.providers.dispatch import Dispatch
-from tollgate_orchestrator.providers.openai import Upstreams
 from tollgate_orchestrator.retry import CLIENT, AttemptFailed
-from tollgate_orchestrator.sse import DONE
-from tollgate_orchestrator.types import RouteDecision, Target
-from tollgate_orchestrator.validation import Limits, parse_body
 from tollgate_orchestrator.wiring import Gateway
-from tools.stack import DEV_KEY, Stack, free_port
+from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
-
-KEY = "sim-key"
-TOOL: Any = {  # Any: the SDK types its params as TypedDicts
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
-WEATHER = "What is the weather in Paris? Use the tool."
-
 
 ROUTES = json.dumps({i: {t: ["g-flash"] for t in TIERS} for i in INTENTS})
 PRICE = "input_per_mtok: 0.3, cached_input_per_mtok: 0.03, output_per_mtok: 2.5"
@@ -92,51 +78,6 @@ baseline_model: g-flash
 """
 
 
-class Vendors:
-    def __init__(self, root: str) -> None:
-        self.policy = parse_policy(policy_yaml(root))
-        self.upstreams = Upstreams(
-            self.policy, base_url=None, connect_timeout=5.0, read_timeout=10.0
-        )
-        self.dispatch = Dispatch(self.upstreams)
-
-    def target(self, name: str) -> Target:
-        m = self.policy.models[name]
-        return Target(name, m.provider, m.upstream_model or name, m)
-
-    async def complete(self, name: str, **body: Any) -> dict[str, Any]:
-        raw, _ = await self.dispatch.complete(self.target(name), request(**body), 10.0)
-        parsed: dict[str, Any] = orjson.loads(raw)
-        ChatCompletion.model_validate(parsed)  # what openai-python accepts
-        return parsed
-
-    async def stream(self, name: str, **body: Any) -> list[dict[str, Any]]:
-        up = await self.dispatch.stream(self.target(name), request(stream=True, **body), 10.0)
-        out: list[bytes] = list(up.first)
-        try:
-            async for p in up:
-                out.append(p)
-                if p == DONE:
-                    break
-        finally:
-            await up.aclose()
-        assert out[-1] == DONE
-        return [orjson.loads(p) for p in out[:-1]]
-
-
-def request(**body: Any) -> Any:
-    body.setdefault("messages", [{"role": "user", "content": WEATHER}])
-    return parse_body(orjson.dumps({"model": "m", **body}), Limits())
-
-
-def assembled(chunks: list[dict[str, Any]]) -> Any:
-    state = ChatCompletionStreamState()
-    for c in chunks:
-        if c["choices"] or c.get("usage"):  # not Azure's prompt-filter chunk (object "")
-            state.handle_chunk(ChatCompletionChunk.model_validate(c))
-    return state.get_final_completion()
-
-
 @pytest.fixture(autouse=True)
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("H2_GEMINI_KEY", KEY)
@@ -148,36 +89,19 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(
-        log_dir=tmp_path_factory.mktemp("sim"),
-        sim_env={"TOLLGATE_SIM_LATENCY_SCALE": "0"},
-        sim_key=KEY,
-    )
-    try:
-        stack.start_sim()
+    with running_sim(tmp_path_factory) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
-async def on_sim(sim: Stack) -> AsyncIterator[Vendors]:
-    v = Vendors(sim.sim_url)
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as c:
-        await c.post(f"{sim.sim_url}/_sim/reset")
+async def on_sim(sim: Stack) -> AsyncIterator[Rig]:
+    v = Rig(policy_yaml(sim.sim_url))
+    await sim_call(sim, "POST", "/_sim/reset")
     yield v
-    await v.upstreams.close()
+    await v.close()
 
 
-async def sim_call(sim: Stack, method: str, path: str, body: Any = None) -> Any:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as c:
-        r = await c.request(method, f"{sim.sim_url}{path}", json=body)
-        return r.json()
-
-
-async def test_gemini_quirks_arrive_repaired_whole_and_streamed(
-    sim: Stack, on_sim: Vendors
-) -> None:
+async def test_gemini_quirks_arrive_repaired_whole_and_streamed(sim: Stack, on_sim: Rig) -> None:
     whole = await on_sim.complete("g-flash", tools=[TOOL])
     choice = whole["choices"][0]
     assert choice["finish_reason"] == "tool_calls"  # the simulator said "stop"
@@ -201,7 +125,7 @@ async def test_gemini_quirks_arrive_repaired_whole_and_streamed(
     assert journal[1]["body"]["stream_options"] == {"include_usage": True}
 
 
-async def test_gemini_text_stream_keeps_usage_for_pricing(on_sim: Vendors) -> None:
+async def test_gemini_text_stream_keeps_usage_for_pricing(on_sim: Rig) -> None:
     chunks = await on_sim.stream("g-flash", messages=[{"role": "user", "content": "Say hello."}])
     done = assembled(chunks)
     assert done.choices[0].finish_reason == "stop" and done.choices[0].message.content
@@ -209,7 +133,7 @@ async def test_gemini_text_stream_keeps_usage_for_pricing(on_sim: Vendors) -> No
     assert usage["completion_tokens"] > 0 and chunks[-1]["choices"] == []
 
 
-async def test_gemini_errors_come_in_googles_list_shape(sim: Stack, on_sim: Vendors) -> None:
+async def test_gemini_errors_come_in_googles_list_shape(sim: Stack, on_sim: Rig) -> None:
     await sim_call(sim, "POST", "/_sim/faults", {"model": "gemini-2.5-flash", "status": 400})
     with pytest.raises(AttemptFailed) as info:
         await on_sim.complete("g-flash")
@@ -221,9 +145,7 @@ async def test_gemini_errors_come_in_googles_list_shape(sim: Stack, on_sim: Vend
     assert body["status"] == "INVALID_ARGUMENT"
 
 
-async def test_azure_classic_and_v1_reach_their_paths_with_the_key(
-    sim: Stack, on_sim: Vendors
-) -> None:
+async def test_azure_classic_and_v1_reach_their_paths_with_the_key(sim: Stack, on_sim: Rig) -> None:
     classic = await on_sim.complete("az-classic", messages=[{"role": "user", "content": "hi"}])
     assert "prompt_filter_results" in classic  # Azure's own field passes through
     v1 = await on_sim.complete("az-v1", messages=[{"role": "user", "content": "hi"}])
@@ -289,25 +211,20 @@ def aimock_fixtures() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def aimock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AIMock]:
-    fixtures: Path = tmp_path_factory.mktemp("aimock-fixtures")
-    (fixtures / "vendors.json").write_text(json.dumps({"fixtures": aimock_fixtures()}))
-    mock = start_aimock(tmp_path_factory.mktemp("aimock-log"), fixtures)
-    try:
+    with running_aimock(tmp_path_factory, "vendors", aimock_fixtures()) as mock:
         yield mock
-    finally:
-        mock.stop()
 
 
 @pytest.fixture
-async def on_aimock(aimock: AIMock) -> AsyncIterator[Vendors]:
+async def on_aimock(aimock: AIMock) -> AsyncIterator[Rig]:
     aimock.reset_journal()
-    v = Vendors(aimock.url)
+    v = Rig(policy_yaml(aimock.url))
     yield v
-    await v.upstreams.close()
+    await v.close()
 
 
 async def test_aimock_sees_each_vendors_path_headers_and_body(
-    aimock: AIMock, on_aimock: Vendors
+    aimock: AIMock, on_aimock: Rig
 ) -> None:
     for name in ("az-classic", "az-v1", "az-entra", "g-flash"):
         whole = await on_aimock.complete(name, tools=[TOOL], store=True)
@@ -331,7 +248,7 @@ async def test_aimock_sees_each_vendors_path_headers_and_body(
 
 
 async def test_aimock_streams_tool_calls_and_usage_through_each_vendor(
-    on_aimock: Vendors,
+    on_aimock: Rig,
 ) -> None:
     for name in ("az-classic", "az-v1", "g-flash"):
         chunks = await on_aimock.stream(name, tools=[TOOL])
@@ -343,7 +260,7 @@ async def test_aimock_streams_tool_calls_and_usage_through_each_vendor(
         assert usage and usage[-1]["prompt_tokens"] == 31
 
 
-async def test_aimock_azure_error_passes_as_a_client_error(on_aimock: Vendors) -> None:
+async def test_aimock_azure_error_passes_as_a_client_error(on_aimock: Rig) -> None:
     with pytest.raises(AttemptFailed) as info:
         await on_aimock.complete(
             "az-classic", messages=[{"role": "user", "content": "tg-azure-404"}]
@@ -356,42 +273,17 @@ async def test_aimock_azure_error_passes_as_a_client_error(on_aimock: Vendors) -
 # --- the whole gateway, the openai SDK as its client -------------------------------------
 
 
-class VendorRouter:
-    """Routes every request to one model of the test's policy (no router service)."""
-
-    def __init__(self, policy: Any, name: str) -> None:
-        m = policy.models[name]
-        self.target = Target(name, m.provider, m.upstream_model or name, m)
-
-    async def route(self, req: Any, tenant: str, request_id: str, downgrade: bool) -> Any:
-        return RouteDecision("chat", "small", (self.target,), self.target)
-
-
 @pytest.fixture
 async def gateway(
     sim: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Gateway]:
-    for k in [k for k in os.environ if k.startswith("TOLLGATE_")]:
-        monkeypatch.delenv(k)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_yaml(sim.sim_url))
-    dead = f"127.0.0.1:{free_port()}"
-    settings = load_settings(
-        OrchestratorSettings, "orchestrator", router_addr=dead, cache_addr=dead, policy_file=policy
-    )
-    gw = Gateway(settings, CollectorRegistry())
-    gw.ready = True
-    gw.pipeline.router = VendorRouter(parse_policy(policy.read_text()), "g-flash")
+    gw = gateway_on(policy_yaml(sim.sim_url), tmp_path, monkeypatch, "g-flash")
     yield gw
     await gw.close()
 
 
 async def test_the_openai_sdk_through_the_gateway_sees_gemini_repaired(gateway: Gateway) -> None:
-    transport = httpx2.ASGITransport(app=build_app(gateway))
-    http = httpx2.AsyncClient(transport=transport)
-    async with AsyncOpenAI(
-        base_url="http://gw/v1", api_key=DEV_KEY, http_client=http, max_retries=0
-    ) as client:
+    async with sdk(gateway) as client:
         whole = await client.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": WEATHER}], tools=[TOOL]
         )

@@ -1,7 +1,7 @@
 """The metric catalog and the helpers that build families from it."""
 
 from tollgate_common.metrics.catalog import CATALOG, MetricSpec, specs_for
-from tollgate_common.metrics.children import Children
+from tollgate_common.metrics.children import Children, Shown
 from tollgate_common.metrics.families import Bounded, Families, create_families
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Children",
     "Families",
     "MetricSpec",
+    "Shown",
     "create_families",
     "specs_for",
 ]

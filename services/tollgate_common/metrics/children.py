@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics import Gauge, MetricWrapperBase
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -49,3 +49,21 @@ class Children(Generic[M]):
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+class Shown:
+    """An info gauge's series: exactly the label sets last shown, each at 1."""
+
+    __slots__ = ("_children", "_shown")
+
+    def __init__(self, family: Gauge) -> None:
+        self._children = Children(family)
+        self._shown: tuple[tuple[str, ...], ...] = ()
+
+    def show(self, label_sets: tuple[tuple[str, ...], ...]) -> None:
+        """Set these series to 1 and drop the ones shown before that are not among them."""
+        for labels in set(self._shown) - set(label_sets):
+            self._children.remove(*labels)
+        for labels in label_sets:
+            self._children(*labels).set(1)
+        self._shown = label_sets
