@@ -377,10 +377,11 @@ def build_app(gw: Gateway) -> FastAPI:
         policy = gw.catalog.policy
         rules = policy.tenants.get(tenant)
         allowed = rules.allowed_models if rules is not None else None
+        keyless = gw.upstreams.unavailable()  # a model nobody can reach here is not listed
         return [("auto", "tollgate")] + [
             (name, entry.provider)
             for name, entry in policy.models.items()
-            if allowed is None or name in allowed
+            if (allowed is None or name in allowed) and entry.provider not in keyless
         ]
 
     @app.get(MODELS_PATH, openapi_extra=openapi.models_operation(), response_class=Response)

@@ -261,3 +261,30 @@ async def test_a_tenant_holds_at_most_its_share_of_the_slots(rig) -> None:
     resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert resp.status_code != 503  # the dead upstream answers it; the share was free
     assert slots.by_tenant == {} and slots.used == 0
+
+
+async def test_models_of_providers_without_a_key_are_not_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("TOLLGATE_") or k in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-only")
+    dead = f"127.0.0.1:{free_port()}"
+    settings = load_settings(
+        OrchestratorSettings, "orchestrator", router_addr=dead, cache_addr=dead
+    )
+    gw = Gateway(settings, CollectorRegistry())
+    gw.ready = True
+    transport = httpx2.ASGITransport(app=build_app(gw))
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://gw") as client:
+            models = (await client.get("/v1/models", headers=AUTH)).json()["data"]
+            claude = await client.get("/v1/models/claude-haiku-4-5", headers=AUTH)
+    finally:
+        await gw.close()
+    owners = {m["owned_by"] for m in models}
+    assert owners == {"tollgate", "openai"}  # auto, and OpenAI's models: no Claude, no Gemini
+    assert claude.status_code == 404
