@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from tollgate_orchestrator.catalog import AUTO, Catalog
+from tollgate_orchestrator.dialects.responses_request import has_image
 from tollgate_orchestrator.errors import ERROR_TYPE_SERVER, ApiError, bad_request
 from tollgate_orchestrator.http_api import RESPONSE_PATHS, error_response
 from tollgate_orchestrator.openapi import ERROR_SCHEMA
@@ -143,19 +144,13 @@ class Features:
     images: bool = False  # an image anywhere in the history: only vision models fit
 
 
-def _image_in(content: Any) -> bool:
-    return isinstance(content, list) and any(
-        isinstance(p, dict) and p.get("type") == "input_image" for p in content
-    )
-
-
 def features(items: list[dict[str, Any]]) -> Features:
     """The router's and the budget's view of an input list (``validation``'s estimate)."""
     chars = extra = 0
     last_user = ""
     images = False
     for item in items:
-        images = images or _image_in(item.get("content")) or _image_in(item.get("output"))
+        images = images or has_image(item.get("content")) or has_image(item.get("output"))
         if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
             chars += len(item["output"])
             continue

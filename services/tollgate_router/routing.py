@@ -21,7 +21,7 @@ orchestrator routes by name without asking here; the policy keeps them out of ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tollgate_common.policy import TIERS, ModelEntry, Policy, TenantPolicy, cost_usd
 from tollgate_router.classifier import Classification, Features, classify
@@ -101,10 +101,6 @@ _NEEDS: dict[tuple[bool, bool, bool], tuple[str, ...]] = {
     for j in (False, True)
     for i in (False, True)
 }
-
-
-def _needs(f: Features) -> tuple[str, ...]:
-    return _NEEDS[f.has_tools, f.json_mode, f.has_images]
 
 
 def _declares_vision(policy: Policy) -> bool:
@@ -213,11 +209,12 @@ def decide(policy: Policy, req: RouteInput) -> Decision:
             if "downgrade" not in fallbacks:
                 fallbacks.append("downgrade")
 
-    needs = _needs(f)
-    if f.has_images and not _declares_vision(policy):
+    images = f.has_images
+    if images and not _declares_vision(policy):
         # A policy that tags no model with vision predates the filter: its chains stand.
-        needs = _needs(replace(f, has_images=False))
+        images = False
         notes.append("no model declares vision; images not filtered")
+    needs = _NEEDS[f.has_tools, f.json_mode, images]
     prompt_tokens = f.prompt_tokens()
     completion_tokens = f.max_tokens if f.max_tokens > 0 else COMPLETION_TOKENS_GUESS
     context_tokens = prompt_tokens + max(f.max_tokens, 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -209,14 +210,7 @@ class MessagesStream:
             return None
         if self._delta is None:
             completion = max(prompt.completion, self.chunks)
-            return Usage(
-                prompt.prompt,
-                completion,
-                prompt.cached,
-                0,
-                prompt.cache_write,
-                prompt.cache_write_1h,
-            )
+            return replace(prompt, completion=completion, reasoning=0)
         return prompt
 
     @usage.setter

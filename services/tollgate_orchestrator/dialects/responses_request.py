@@ -140,9 +140,11 @@ def _content(where: str, content: Any) -> tuple[str, int]:
     return " ".join(texts), extra
 
 
-def _has_image(content: Any) -> bool:
-    """Whether checked content (``_content`` passed it) holds an image part."""
-    return isinstance(content, list) and any(p["type"] == "input_image" for p in content)
+def has_image(content: Any) -> bool:
+    """Whether Responses content (a message's, a tool output's) holds an image part."""
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") == "input_image" for p in content
+    )
 
 
 def _string(item: dict[str, Any], where: str, name: str) -> None:
@@ -188,7 +190,7 @@ class _Features:
             text, extra = _content(f"{where}.content", item.get("content"))
             self.chars += len(text)
             self.extra += extra
-            self.images = self.images or _has_image(item.get("content"))
+            self.images = self.images or has_image(item.get("content"))
             if role == "user":
                 self.last_user = text
             elif role in ("system", "developer"):
@@ -202,7 +204,7 @@ class _Features:
             text, extra = _content(f"{where}.output", item.get("output"))
             self.chars += len(text)
             self.extra += extra
-            self.images = self.images or _has_image(item.get("output"))
+            self.images = self.images or has_image(item.get("output"))
         elif kind == "item_reference":
             _string(item, where, "id")
         else:  # reasoning (encrypted_content untouched), hosted tool calls, new types

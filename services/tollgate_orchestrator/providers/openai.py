@@ -12,9 +12,11 @@ only retry loop.
 A provider whose policy entry takes a key (``api_key_env``, ``api_key_file``) but has
 none here is *unavailable*: it gets no transport, the router is told to skip it, and an
 attempt on it falls back at once (``NOT_CONFIGURED``). A one-vendor install thus serves
-a mixed-vendor policy from the vendor it has. Responses are taken raw (``httpx2.Response``) so the
-upstream JSON is forwarded byte for byte, never parsed into pydantic models and
-dumped again; a non-2xx answer becomes the same failure the SDK's status error did.
+a mixed-vendor policy from the vendor it has.
+
+Responses are taken raw (``httpx2.Response``) so the upstream JSON is forwarded byte for
+byte, never parsed into pydantic models and dumped again; a non-2xx answer becomes the
+same failure the SDK's status error did.
 
 Nothing an upstream sends is trusted for size or time (L-13): a whole body over
 ``max_body_bytes`` and an SSE line over ``max_line_bytes`` are protocol failures, and
@@ -316,7 +318,7 @@ class Upstreams:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._clients: dict[str, Provider] = {}
-        self._unavailable: set[str] = set()
+        unavailable: set[str] = set()
         # The APIs each provider speaks natively, from this deployment's own policy too.
         self._apis = {
             name: frozenset(API_OF_LABEL[a] for a in p.apis) for name, p in policy.providers.items()
@@ -332,7 +334,7 @@ class Upstreams:
                 continue
             keys = KeySource(provider)
             if provider.needs_key and not keys.key:
-                self._unavailable.add(name)
+                unavailable.add(name)
                 where = provider.api_key_file or provider.api_key_env
                 log.warning(
                     "provider has no key (%s is empty or unset); its models are skipped",
@@ -343,6 +345,7 @@ class Upstreams:
             if keys.key:
                 check_key_transport(f"providers.{name}.base_url", provider.base_url, insecure_hosts)
             self._clients[name] = self._make(vendor, provider, provider.base_url, keys, keys.key)
+        self._unavailable = frozenset(unavailable)
 
     def _make(
         self,
@@ -366,7 +369,7 @@ class Upstreams:
 
     def unavailable(self) -> frozenset[str]:
         """The providers this deployment has no key for: the router skips their models."""
-        return frozenset(self._unavailable)
+        return self._unavailable
 
     def client(self, provider: str) -> Provider | None:
         c = self._clients.get(provider)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from tollgate_orchestrator.dialects.chat import usage_of as chat_usage
+from tollgate_orchestrator.dialects.chat import usage_of as chat_usage_of
 from tollgate_orchestrator.sse import DONE
 from tollgate_orchestrator.types import LlmRequest
 from tollgate_orchestrator.validation import one_of
@@ -44,7 +44,7 @@ def response_usage(usage: Any) -> dict[str, Any] | None:
     """Chat's ``usage`` as a Response's (both count cached tokens inside the prompt)."""
     if not isinstance(usage, dict):
         return None
-    u = chat_usage(usage)
+    u = chat_usage_of(usage)
     details: dict[str, int] = {"cached_tokens": u.cached, "cache_write_tokens": u.cache_write}
     if u.cache_write_1h:
         details["cache_write_1h_tokens"] = u.cache_write_1h
