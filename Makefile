@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv system-deps proto run test test-fast lint fmt docs tools \
-        monitoring bench bench-metrics observe image kind-up kind-e2e helm-lint clean node-deps \
+        monitoring bench bench-metrics bench-tracing observe image kind-up kind-e2e helm-lint clean node-deps \
         generate check-generated crds lock
 
 help: ## list targets
@@ -16,8 +16,9 @@ help: ## list targets
 
 # The venv installs the lock, every package pinned with its hashes; requirements*.txt are
 # the hand-edited inputs of `make lock` (and `make check-generated` fails when they disagree).
-$(STAMP): requirements.lock requirements-dev.lock
+$(STAMP): requirements.lock requirements-dev.lock requirements-pip.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes -r requirements-pip.lock
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	@touch $@
 
@@ -30,8 +31,10 @@ UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --no-strip-ext
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
 lock: $(STAMP) ## re-resolve requirements*.lock from requirements*.txt with hashes (UPGRADE=1: newest)
+	$(UV_COMPILE) requirements-pip.txt -o requirements-pip.lock
 	$(UV_COMPILE) requirements-dev.txt -o requirements-dev.lock
 	$(UV_COMPILE) requirements.txt -c requirements-dev.lock -o requirements.lock
+	$(UV_COMPILE) tools/phoenix.txt -o tools/phoenix.lock
 	@echo "locked: make venv installs requirements-dev.lock, the image requirements.lock"
 
 # The Node clients and the independent mock upstream the tests drive, pinned by tests/node's lock.
@@ -90,15 +93,19 @@ monitoring: $(STAMP) ## regenerate dashboards/json and the chart's copies of das
 observe: $(STAMP) system-deps ## Prometheus + Alertmanager on loopback next to `make run`; prints their URLs
 	$(PY) -m deploy.observe
 
-tools: $(STAMP) ## helm and kubectl into .tools/bin, checkov into .tools/checkov
+tools: $(STAMP) ## helm and kubectl into .tools/bin, checkov and Arize Phoenix (trace tests) into .tools/
 	@bash tools/install-tools.sh
 	@PYTHON=$(PYTHON) bash tools/install-checkov.sh
+	@PYTHON=$(PYTHON) bash tools/install-phoenix.sh
 
 bench: $(STAMP) system-deps ## side-by-side benchmark (BENCH_PEERS=litellm adds LiteLLM); writes docs/benchmarks.md
 	$(PY) -m bench.run
 
 bench-metrics: $(STAMP) system-deps ## CPU per request of the instrumentation, metrics on vs off, in one run
 	$(PY) -m bench.metrics_cost
+
+bench-tracing: $(STAMP) system-deps ## CPU per request of tracing, off vs 1 % vs 100 % sampling, in one run
+	$(PY) -m bench.tracing_cost
 
 IMAGE ?= tollgate:dev
 CHART := deploy/helm/tollgate

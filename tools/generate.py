@@ -187,7 +187,12 @@ def write(targets: list[Target], root: Path = ROOT) -> list[Drift]:
 # --- the lock files: offline, only a consistency check ----------------------------------------
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
-LOCKS = {"requirements.txt": "requirements.lock", "requirements-dev.txt": "requirements-dev.lock"}
+LOCKS = {
+    "requirements.txt": "requirements.lock",
+    "requirements-dev.txt": "requirements-dev.lock",
+    "requirements-pip.txt": "requirements-pip.lock",
+    "tools/phoenix.txt": "tools/phoenix.lock",  # the trace tests' backend, in its own venv
+}
 
 
 def _norm(name: str) -> str:

@@ -83,6 +83,10 @@ def _requirements(root: Path, runtime: str, dev: str, lock: str, dev_lock: str) 
     (root / "requirements-dev.txt").write_text(dev)
     (root / "requirements.lock").write_text(lock)
     (root / "requirements-dev.lock").write_text(dev_lock)
+    for name in ("requirements-pip", "tools/phoenix"):  # locks of their own, not tested here
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / f"{name}.txt").write_text("")
+        (root / f"{name}.lock").write_text("")
     return root
 
 
