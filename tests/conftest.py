@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tollgate_common import tracing
 from tools.stack import Stack, free_port
 
 
@@ -84,3 +88,16 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield server
     server.proc.kill()
     server.proc.wait(5)
+
+
+@pytest.fixture
+def sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into a private SDK provider whose spans the test reads (the global
+    provider can be set only once per process)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "on", True)
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    yield exporter
+    provider.shutdown()

@@ -302,14 +302,16 @@ def build_stack(upstream: str, environ: Mapping[str, str]) -> tuple[Stack, Passt
     passthrough = split_settings(environ, services)
     log_dir = Path(settings.get("TOLLGATE_RUN_LOG_DIR", str(ROOT / ".run"))).resolve()
     per = passthrough.per_service
+    # Traces are the services' (docs/observability.md): the simulator stands for a provider.
+    otel = {k: v for k, v in environ.items() if k.startswith("OTEL_")}
     stack = Stack(
         log_dir=log_dir,
         ports=choose_ports(environ),
         env={"TOLLGATE_LOG_LEVEL": "INFO"},
         sim_env=per.get("simulator", {}),
-        router_env=per["router"],
-        cache_env=per["cache"],
-        orch_env=per["orchestrator"],
+        router_env={**otel, **per["router"]},
+        cache_env={**otel, **per["cache"]},
+        orch_env={**otel, **per["orchestrator"]},
         simulator=simulator,
     )
     return stack, passthrough, log_dir

@@ -39,9 +39,9 @@ def free_port() -> int:
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The caller's env without its ``TOLLGATE_*``: a developer's settings never leak
-    into a test's stack. ``make run`` passes them on explicitly (tools/run.py)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    """The caller's env without its ``TOLLGATE_*`` and ``OTEL_*``: a developer's settings
+    never leak into a test's stack. ``make run`` passes them on explicitly (tools/run.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "OTEL_"))}
     env["PYTHONPATH"] = PYTHONPATH + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )

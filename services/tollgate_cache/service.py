@@ -20,6 +20,7 @@ from tollgate.cache.v1 import cache_pb2, cache_pb2_grpc
 from tollgate_cache.backend import Backend, BackendError
 from tollgate_cache.metrics import CacheMetrics
 from tollgate_cache.window import HitRateWindow
+from tollgate_common import tracing
 from tollgate_common.grpc.auth import Allowed
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 log.warning("unreadable cache entry; answered a miss")
                 response = cache_pb2.LookupResponse()
         self.window.record(response.hit)
+        result = "hit" if response.hit else "miss"
+        if tracing.on:
+            tracing.annotate({"tollgate.cache": result})
+        log.debug("looked up", extra={"result": result})
         if response.hit:
             usage = response.entry.usage
             tokens = usage.prompt_tokens + usage.completion_tokens
@@ -144,6 +149,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             return cache_pb2.StoreResponse(stored=False, reason=exc.reason)
         finally:
             self._store_time.observe(time.perf_counter() - start)
+        if tracing.on:
+            tracing.annotate({"tollgate.cache.stored": stored, "tollgate.cache.ttl_seconds": ttl})
         if not stored:
             self.metrics.stores("too_large").inc()
             return cache_pb2.StoreResponse(stored=False, reason="too_large")

@@ -1,4 +1,4 @@
-"""One JSON log format for every service, with the request id of the current task."""
+"""One JSON log format for every service, with the request id and trace of the current task."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import orjson
+
+from tollgate_common import tracing
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -32,6 +34,12 @@ class JsonFormatter(logging.Formatter):
         rid = request_id_var.get()
         if rid:
             entry["request_id"] = rid
+        if tracing.on:
+            # Read in the caller's context (a StreamHandler formats in the logging call):
+            # unsampled requests carry their ids too, so logs join across the services.
+            ids = tracing.ids()
+            if ids is not None:
+                entry["trace_id"], entry["span_id"], entry["trace_sampled"] = ids
         # Structured extras passed as logger.info("...", extra={...}).
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 
+from tollgate_common import __version__, tracing
 from tollgate_common.config import ConfigError, ServiceSettings, load_settings
 from tollgate_common.grpc.server import GrpcServer
 from tollgate_common.logging import setup_logging
@@ -40,7 +42,13 @@ EXIT_CANNOT_START = 1
 EXIT_BAD_CONFIGURATION = 2
 
 
-def main(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[int | None]]) -> int:
+def main(
+    name: str,
+    settings_cls: type[S],
+    serve: Callable[[S], Awaitable[int | None]],
+    *,
+    traced: bool = True,
+) -> int:
     """Run the service ``tollgate-<name>``; returns the process exit code.
 
     Settings come from ``load_settings(settings_cls, name)``. A ``ConfigError`` or a
@@ -48,12 +56,18 @@ def main(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[int | 
     service) prints one line ``tollgate-<name>: bad configuration: ...`` and returns 2;
     an ``OSError`` out of ``serve`` prints ``tollgate-<name>: cannot start: ...`` and
     returns 1. Otherwise the result is what ``serve`` returned, 0 for ``None``.
+    With ``traced``, the ``OTEL_*`` variables may turn tracing on (``tracing.setup``).
     """
     try:
         settings = load_settings(settings_cls, name)
     except (ConfigError, PolicyError) as exc:
         return _fail(name, "bad configuration", exc, EXIT_BAD_CONFIGURATION)
     setup_logging(name, settings.log_level)
+    try:
+        if traced:  # before any server or channel exists
+            tracing.setup(name, __version__, os.environ)
+    except ConfigError as exc:
+        return _fail(name, "bad configuration", exc, EXIT_BAD_CONFIGURATION)
 
     async def run() -> int | None:
         return await serve(settings)
@@ -64,6 +78,8 @@ def main(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[int | 
         return _fail(name, "bad configuration", exc, EXIT_BAD_CONFIGURATION)
     except OSError as exc:
         return _fail(name, "cannot start", exc, EXIT_CANNOT_START)
+    finally:
+        tracing.shutdown()
     return EXIT_OK if code is None else code
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tollgate.cache.v1 import cache_pb2
+from tollgate_common import tracing
 from tollgate_common.policy import cost_usd
 from tollgate_orchestrator.metrics import OrchestratorMetrics
 from tollgate_orchestrator.types import API_LABELS, LlmRequest, RouteDecision, Spending, Target
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 def round_cost(usd: float) -> float:
@@ -68,6 +73,7 @@ class Call:
     store: bool = False
     upstream_seconds: float = 0.0
     wait_seconds: float = 0.0
+    span: Span | None = None  # the attempt that answered, until it is accounted (tracing on)
 
     @property
     def tenant(self) -> str:
@@ -101,7 +107,7 @@ class Accounting:
         ).inc()
         if saved_usd > 0:
             m.savings("cache", m.tenant(call.tenant), api).inc(saved_usd)
-        m.overhead("hit", api).observe(max(0.0, self.clock() - call.started))
+        m.overhead("hit", api).observe(max(0.0, self.clock() - call.started), tracing.exemplar())
 
     def answered(self, call: Call, target: Target, usage: Usage, outcome: str) -> float:
         """A finished upstream call (whole or streamed): returns its cost, also on the admission."""
@@ -147,4 +153,4 @@ class Accounting:
 
     def _overhead(self, call: Call, total: float) -> None:
         overhead = total - call.upstream_seconds - call.wait_seconds
-        self.metrics.overhead(call.cache, call.api).observe(max(0.0, overhead))
+        self.metrics.overhead(call.cache, call.api).observe(max(0.0, overhead), tracing.exemplar())

@@ -93,6 +93,11 @@ class Catalog:
         )
         return True
 
+    def provider_type(self, provider: str) -> str:
+        """The type (``openai``, ``anthropic``, ...) of a provider of the current policy."""
+        p = self.policy.providers.get(provider)
+        return p.type if p is not None else provider
+
     def local(self, name: str) -> Target | None:
         m = self.policy.models.get(name)
         if m is None:

@@ -16,7 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from opentelemetry.trace import Span, use_span
+
+from tollgate_common import tracing
 from tollgate_common.breaker import OPEN, STATE_NAMES, BreakerConfig, CircuitBreaker
+from tollgate_orchestrator import spans
 from tollgate_orchestrator.accounting import Call
 from tollgate_orchestrator.config import OrchestratorSettings
 from tollgate_orchestrator.metrics import OrchestratorMetrics
@@ -65,9 +69,11 @@ class Attempts:
         metrics: OrchestratorMetrics,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.perf_counter,
+        provider_type: Callable[[str], str] = lambda provider: provider,
     ) -> None:
         s = self.settings = settings
         self.metrics = metrics
+        self.provider_type = provider_type  # for the spans' gen_ai.provider.name
         self._rand = rand
         self._clock = clock
         self.policy = RetryPolicy(
@@ -100,9 +106,22 @@ class Attempts:
             b = self._breakers[key] = CircuitBreaker(self.breaker_config, on_change=changed)
         return b
 
-    def _observe(self, target: Target, seconds: float) -> None:
+    def _observe(self, target: Target, seconds: float, span: Span | None) -> None:
         m = self.metrics
-        m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(seconds)
+        m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(
+            seconds, tracing.exemplar(span) if span is not None else None
+        )
+
+    def _span(
+        self, call: Call, target: Target, number: int, on_model: int, last: Failure | None
+    ) -> Span | None:
+        if not tracing.on:
+            return None
+        reason = last.error_class if last is not None else CIRCUIT_OPEN
+        retry = reason if on_model > 1 else None
+        fallback = reason if on_model == 1 and target is not call.route.chain[0] else None
+        kind = self.provider_type(target.provider)
+        return spans.start_attempt(call, target, kind, number, retry, fallback)
 
     async def run(
         self,
@@ -113,7 +132,9 @@ class Attempts:
         """(the model that answered, its result, when its attempt started).
 
         ``attempt(target, seconds)`` makes one try within ``seconds`` and raises
-        ``AttemptFailed``. Raises ``Exhausted`` or ``Refused``.
+        ``AttemptFailed``. Raises ``Exhausted`` or ``Refused``. With tracing on, each try
+        has its span; the one that answered is left open on ``call.span`` for whoever
+        accounts the answer to end.
         """
         chain, m, policy = call.route.chain, self.metrics, self.policy
         deadline = call.started + self.settings.request_deadline_seconds
@@ -143,16 +164,22 @@ class Attempts:
                 retrying = on_model > 1
                 if retrying:
                     self.budget.retries += 1
+                span = self._span(call, target, total, on_model, last)
                 t0 = self._clock()
                 try:
-                    result = await attempt(
-                        target, min(remaining, self.settings.upstream_timeout_seconds)
-                    )
+                    seconds = min(remaining, self.settings.upstream_timeout_seconds)
+                    if span is None:
+                        result = await attempt(target, seconds)
+                    else:
+                        with use_span(span, False, False, False):  # no stack traces on spans
+                            result = await attempt(target, seconds)
                 except AttemptFailed as exc:
                     f = exc.failure
                     elapsed = self._clock() - t0
                     call.upstream_seconds += elapsed
-                    self._observe(target, elapsed)
+                    self._observe(target, elapsed, span)
+                    if span is not None:
+                        spans.attempt_failed(span, f.error_class, f.status)
                     m.upstream_error(target.provider, target.name, f.error_class)
                     if f.counts_against_breaker:
                         breaker.record_failure()
@@ -173,8 +200,10 @@ class Attempts:
                     await asyncio.sleep(delay)
                     call.wait_seconds += delay
                     continue
-                except BaseException:
+                except BaseException as exc:
                     breaker.release()
+                    if span is not None:
+                        spans.attempt_failed(span, type(exc).__name__)
                     raise
                 finally:
                     if retrying:
@@ -183,7 +212,8 @@ class Attempts:
                 elapsed = self._clock() - t0
                 call.upstream_seconds += elapsed
                 if observe_success:
-                    self._observe(target, elapsed)
+                    self._observe(target, elapsed, span)
+                call.span = span
                 return target, result, t0
             if total >= policy.total_attempts:
                 break

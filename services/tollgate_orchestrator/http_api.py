@@ -4,8 +4,10 @@ Statuses and ``x-tollgate-*`` headers are decided here, from the pipeline's ``Me
 and the error it raised; bodies are the dialect's.
 
 A pure-ASGI middleware (not BaseHTTPMiddleware, which buffers and slows streams)
-sets ``x-request-id``, records the HTTP metrics by route template, and turns any
-unexpected exception into an OpenAI-shaped 500 without a traceback.
+sets ``x-request-id``, records the HTTP metrics by route template, opens the
+request's span (tracing on) and returns its id in ``x-tollgate-trace-id``, and turns
+any unexpected exception into an OpenAI-shaped 500 without a traceback. FastAPI's own
+telemetry stays off: it would trace only what its router sees, at a higher cost.
 """
 
 from __future__ import annotations
@@ -20,15 +22,18 @@ import anyio
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
+from tollgate_common import tracing
 from tollgate_common.asgi import ASGIApp, Message, Receive, Scope, Send
 from tollgate_common.logging import request_id_var
-from tollgate_orchestrator import openapi
+from tollgate_orchestrator import openapi, spans
 from tollgate_orchestrator.accounting import format_cost
 from tollgate_orchestrator.admission import Admission, request_id
 from tollgate_orchestrator.dialects import DIALECTS, Dialect
@@ -62,6 +67,10 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 MESSAGES_PATH = "/v1/messages"
 _EPOCH = "1970-01-01T00:00:00Z"
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer
+TRACE_ID_HEADER = b"x-tollgate-trace-id"
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes
+# FastAPI turns its own spans and metrics on as soon as an SDK is installed: not here.
+_NO_FASTAPI_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 
 
 def _check_headers(headers: list[tuple[bytes, bytes]]) -> None:
@@ -141,9 +150,16 @@ class Observe:
         rid = request_id(incoming)
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
-        rid_header = (b"x-request-id", rid.encode())
+        ours = [(b"x-request-id", rid.encode())]
         sizes = [0, 0]
         status = [0]
+        span = None
+        if tracing.on and scope["path"] not in _UNTRACED:
+            span = spans.start_server(scope["method"], scope["path"], scope["headers"])
+            span_token = otel_context.attach(trace.set_span_in_context(span))
+            ours.append(
+                (TRACE_ID_HEADER, format(span.get_span_context().trace_id, "032x").encode())
+            )
 
         async def counting_receive() -> Message:
             msg = await receive()
@@ -153,9 +169,11 @@ class Observe:
 
         async def tagging_send(msg: Message) -> None:
             if msg["type"] == "http.response.start":
-                headers = [*msg.get("headers", ()), rid_header]
+                headers = [*msg.get("headers", ()), *ours]
                 _check_headers(headers)  # before the server takes the response as started
                 msg["headers"] = headers
+                if span is not None and span.is_recording():
+                    spans.response_started(span, headers)
                 await send(msg)
                 status[0] = msg["status"]  # sent, not attempted: else the 500 below goes
                 return
@@ -195,6 +213,9 @@ class Observe:
             elapsed = time.perf_counter() - start
             m.http(scope["method"], template, status[0] or 500, elapsed, sizes[0], sizes[1])
             request_id_var.reset(token)
+            if span is not None:
+                spans.end_server(span, scope["method"], template, status[0] or 500)
+                otel_context.detach(span_token)
 
 
 class SSEResponse(StreamingResponse):
@@ -293,6 +314,7 @@ def build_app(gw: Gateway) -> FastAPI:
         "and cost accounting.",
         docs_url=None,
         redoc_url=None,
+        telemetry=_NO_FASTAPI_TELEMETRY,
     )
 
     @app.exception_handler(StarletteHTTPException)

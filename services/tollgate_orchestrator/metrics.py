@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tollgate_common import tracing
 from tollgate_common.breaker import CLOSED
 from tollgate_common.budgets import NANO, to_nano
 from tollgate_common.metrics import Bounded, Children, Families, Shown
@@ -153,7 +154,7 @@ class OrchestratorMetrics:
     ) -> None:
         m, r = self.method(method), self.route(route)
         self.http_requests(m, r, str(status)).inc()
-        self.http_duration(m, r).observe(seconds)
+        self.http_duration(m, r).observe(seconds, tracing.exemplar())
         self.http_req_size(m, r).observe(req)
         self.http_resp_size(m, r).observe(resp)
 
@@ -211,7 +212,7 @@ class OrchestratorMetrics:
             self.model(response_model),
         )
         et = self.error_class(error_type) if error_type else ""
-        self.genai_duration(*base, et).observe(seconds)
+        self.genai_duration(*base, et).observe(seconds, tracing.exemplar())
         if input_tokens is not None:
             self.genai_tokens(*base, "input").observe(input_tokens)
         if output_tokens is not None:

@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from tollgate.cache.v1 import cache_pb2
+from tollgate_common import tracing
 from tollgate_common.cachekey import cache_mode
 from tollgate_common.policy import cost_usd
+from tollgate_orchestrator import spans
 from tollgate_orchestrator.accounting import Accounting, Call, Usage
 from tollgate_orchestrator.admission import Admission
 from tollgate_orchestrator.budget import Budgets
@@ -179,6 +181,9 @@ class Pipeline:
 
         target, (raw, usage), _ = await self.attempts.run(call, attempt)
         cost = self.accounting.answered(call, target, usage, "success")
+        if call.span is not None:
+            spans.attempt_answered(call.span, target, usage, cost, "success", raw)
+            call.span = None
         if call.store:
             self._store(call, target, raw, usage)
         return Whole(raw, self._meta(call, target.name, cost))
@@ -192,7 +197,7 @@ class Pipeline:
         target, upstream, t0 = await self.attempts.run(call, attempt, observe_success=False)
         now = self._clock()
         m.ttft(m.provider(target.provider), m.model(target.name), call.api).observe(
-            now - call.started
+            now - call.started, tracing.exemplar(call.span) if call.span is not None else None
         )
         relay = Relay(
             call=call,

@@ -16,10 +16,13 @@ error. Either way the partial usage is accounted as for any other failed stream.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import httpx2
 
+from tollgate_common import tracing
+from tollgate_orchestrator import spans
 from tollgate_orchestrator.accounting import Accounting, Call, Usage
 from tollgate_orchestrator.dialects.base import StreamParser, Wire
 from tollgate_orchestrator.retry import PROTOCOL, TIMEOUT
@@ -59,6 +62,11 @@ class Relay:
         self.attempt_started = attempt_started
         self.opened = opened
         self.outcome = "client_disconnect"
+        # The last payloads, for the attempt span's finish reasons (a sampled stream only).
+        span = call.span
+        self.tail: deque[bytes] | None = (
+            deque(maxlen=3) if span is not None and span.is_recording() else None
+        )
 
     def _price(self, usage: Usage) -> float:
         cost = usage.cost(self.target)
@@ -74,7 +82,10 @@ class Relay:
                     yield ev
             end = None
             done_event = self.wire.done_event
+            tail = self.tail
             async for payload in self.upstream:
+                if tail is not None:
+                    tail.append(payload)
                 end = self.wire.end_of(payload)
                 if end is not None and done_event:
                     break  # a marker (chat's [DONE]): the relay sends its own
@@ -129,12 +140,18 @@ class Relay:
             log.debug("upstream close failed", exc_info=True)
         elapsed = clock() - self.opened
         call.upstream_seconds += elapsed
+        span = call.span
         m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(
-            self.opened - self.attempt_started + elapsed
+            self.opened - self.attempt_started + elapsed,
+            tracing.exemplar(span) if span is not None else None,
         )
         usage = self._usage()
         m.streams(self.outcome).inc()
-        self.accounting.answered(call, target, usage, OUTCOMES.get(self.outcome, "cancelled"))
+        outcome = OUTCOMES.get(self.outcome, "cancelled")
+        cost = self.accounting.answered(call, target, usage, outcome)
+        if span is not None:
+            call.span = None
+            spans.attempt_answered(span, target, usage, cost, outcome, tail=self.tail or ())
         if self.outcome == "completed" and self._store is not None:
             body = self.parser.assembled()
             if body is not None:

@@ -169,7 +169,7 @@ class Gateway:
         )
         # Providers without a key: the router skips their models (built once, here).
         self.router.set_unavailable(self.upstreams.unavailable())
-        attempts = Attempts(s, m)
+        attempts = Attempts(s, m, provider_type=self.catalog.provider_type)
         slots = Slots(s.max_concurrency, s.tenant_concurrency_share)
         self.admissions = Admissions(slots, self.budgets, attempts.budget, m)
         self.pipeline = Pipeline(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import grpc
 
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
+from tollgate_common import tracing
 from tollgate_common.grpc.auth import Allowed
 from tollgate_common.logging import request_id_var
 from tollgate_common.policy import Policy, PolicyError
@@ -136,6 +137,16 @@ class RouterService(router_pb2_grpc.RouterServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
             raise
         self.metrics.decided(d, elapsed)
+        if tracing.on:
+            tracing.annotate(
+                {
+                    "tollgate.intent": d.intent,
+                    "tollgate.tier": d.tier,
+                    "tollgate.chain": list(d.chain),
+                    "tollgate.route_reason": d.reason,
+                    "tollgate.policy_version": state.version,
+                }
+            )
         targets = self._targets_for(state)
         log.debug(
             "routed",

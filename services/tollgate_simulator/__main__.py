@@ -9,4 +9,5 @@ from tollgate_simulator.config import SimSettings
 from tollgate_simulator.wiring import serve
 
 if __name__ == "__main__":
-    sys.exit(main("simulator", SimSettings, serve))
+    # It stands for a provider: its spans would not be tollgate's.
+    sys.exit(main("simulator", SimSettings, serve, traced=False))

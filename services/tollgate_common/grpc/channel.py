@@ -9,8 +9,10 @@ from typing import Any
 
 import grpc
 
+from tollgate_common import tracing
+from tollgate_common.grpc import tracing as grpc_tracing
 from tollgate_common.grpc.auth import caller_metadata, read_token_file
-from tollgate_common.grpc.metrics import MethodMetrics
+from tollgate_common.grpc.metrics import MethodMetrics, client_code
 from tollgate_common.metrics import Families
 
 # Keep the connection warm and fail fast rather than hang when a peer vanishes.
@@ -29,17 +31,24 @@ Metadata = tuple[tuple[str, str], ...]
 
 class _MeteredUnaryUnary:
     """A unary method of a ``MeteredChannel``: default deadline and the caller token,
-    then the call, counted."""
+    then the call, counted (and traced, with tracing on)."""
 
-    __slots__ = ("_inner", "_m", "_metadata", "_timeout")
+    __slots__ = ("_inner", "_m", "_metadata", "_method", "_timeout", "_traced")
 
     def __init__(
-        self, inner: Any, m: MethodMetrics | None, timeout: float, metadata: Metadata
+        self,
+        inner: Any,
+        m: MethodMetrics | None,
+        timeout: float,
+        metadata: Metadata,
+        method: str = "",
     ) -> None:
         self._inner = inner
         self._m = m
         self._timeout = timeout
         self._metadata = metadata
+        self._method = method
+        self._traced = grpc_tracing.traced_method(method)
 
     def __call__(
         self,
@@ -57,6 +66,17 @@ class _MeteredUnaryUnary:
             kwargs["metadata"] = (*metadata, *self._metadata) if metadata else self._metadata
         elif metadata is not None:
             kwargs["metadata"] = metadata
+        if tracing.on and self._traced:
+            deadline = timeout
+
+            def call(md: Any) -> Any:
+                kwargs["metadata"] = md
+                return self._invoke(request, deadline, kwargs)
+
+            return grpc_tracing.traced_call(self._method, call, kwargs.get("metadata"), client_code)
+        return self._invoke(request, timeout, kwargs)
+
+    def _invoke(self, request: Any, timeout: float, kwargs: dict[str, Any]) -> Any:
         if self._m is None:
             return self._inner(request, timeout=timeout, **kwargs)
         return self._counted(request, timeout, kwargs)
@@ -67,21 +87,17 @@ class _MeteredUnaryUnary:
         m.started.inc()
         m.sent.inc()
         start = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
+        exc: BaseException | None = None
         try:
             response = await self._inner(request, timeout=deadline, **kwargs)
             m.received.inc()
-            code = grpc.StatusCode.OK
             return response
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            raise
-        except TimeoutError:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
+        except BaseException as e:
+            exc = e
             raise
         finally:
-            m.handling.observe(time.perf_counter() - start)
-            m.handled[code].inc()
+            m.handling.observe(time.perf_counter() - start, tracing.exemplar())
+            m.handled[client_code(exc)].inc()
 
 
 class MeteredChannel:
@@ -108,7 +124,7 @@ class MeteredChannel:
         name = method.decode() if isinstance(method, bytes) else method
         m = MethodMetrics(self._fam, "client", "unary", name) if self._fam else None
         return _MeteredUnaryUnary(
-            self.channel.unary_unary(method, *args, **kwargs), m, self._timeout, self.metadata
+            self.channel.unary_unary(method, *args, **kwargs), m, self._timeout, self.metadata, name
         )
 
     async def close(self, grace: float | None = None) -> None:

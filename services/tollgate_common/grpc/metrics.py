@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
+from tollgate_common import tracing
+from tollgate_common.grpc import tracing as grpc_tracing
 from tollgate_common.metrics import Families
 
 
@@ -50,6 +52,17 @@ def _code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> gr
     return grpc.StatusCode.UNKNOWN
 
 
+def client_code(exc: BaseException | None) -> grpc.StatusCode:
+    """The status a client call ended with: OK, the RPC error's, or a deadline."""
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code()
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.UNKNOWN
+
+
 class ServerMetrics:
     """Counts and times unary and server-streaming RPCs, aborted ones included.
 
@@ -67,15 +80,19 @@ class ServerMetrics:
         return m
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler`` with the metrics of ``method`` (``/pkg.Service/Method``) around it."""
+        """``handler`` with the metrics of ``method`` (``/pkg.Service/Method``) around it, and
+        a span around those with tracing on (unary only: no tollgate RPC streams on its
+        request path)."""
         if handler.unary_unary is not None:
-            return self._wrap_unary(handler, self._metrics(method, "unary"))
+            return self._wrap_unary(handler, self._metrics(method, "unary"), method)
         if handler.unary_stream is not None:
             return self._wrap_stream(handler, self._metrics(method, "server_stream"))
         return handler
 
     @staticmethod
-    def _wrap_unary(handler: grpc.RpcMethodHandler, m: MethodMetrics) -> grpc.RpcMethodHandler:
+    def _wrap_unary(
+        handler: grpc.RpcMethodHandler, m: MethodMetrics, method: str
+    ) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -91,11 +108,13 @@ class ServerMetrics:
                 exc = e
                 raise
             finally:
-                m.handling.observe(time.perf_counter() - start)
+                m.handling.observe(time.perf_counter() - start, tracing.exemplar())
                 m.handled[_code_of(context, exc)].inc()
 
+        traced = tracing.on and grpc_tracing.traced_method(method)
+        served = grpc_tracing.traced_server(method, behavior, _code_of) if traced else behavior
         return grpc.unary_unary_rpc_method_handler(
-            behavior,
+            served,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
