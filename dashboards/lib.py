@@ -7,6 +7,7 @@ built without them; queries are plain PromQL strings that use the dashboard vari
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,17 @@ NS = 'namespace=~"$namespace"'
 TENANT = 'tenant=~"$tenant"'
 MODEL = 'model=~"$model"'
 TAG = "tollgate"
+# Latency histograms whose buckets carry exemplars (trace_id, span_id of a sampled trace,
+# OpenMetrics exposition only): a range query on one of their _bucket series asks Grafana
+# for them too, so the panel links its points to traces (docs/observability.md).
+EXEMPLAR_HISTOGRAMS = (
+    "tollgate_http_request_duration_seconds",
+    "tollgate_gateway_overhead_seconds",
+    "tollgate_llm_upstream_duration_seconds",
+    "tollgate_llm_time_to_first_token_seconds",
+    "grpc_server_handling_seconds",
+)
+_EXEMPLAR_BUCKETS = re.compile(rf"\b(?:{'|'.join(EXEMPLAR_HISTOGRAMS)})_bucket\b")
 
 
 def sel(*matchers: str) -> str:
@@ -90,7 +102,11 @@ def _target(query: Query, i: int, instant: bool) -> prometheus.Dataquery:
         .datasource(DATASOURCE)
         .legend_format(query.legend or "__auto")
     )
-    return target.instant() if instant else target.range()
+    if instant:
+        return target.instant()
+    if _EXEMPLAR_BUCKETS.search(query.expr):
+        target = target.exemplar(True)
+    return target.range()
 
 
 def timeseries_panel(

@@ -9,8 +9,13 @@ The operator is left out: it needs a Kubernetes API (its own tests use kmock).""
 from __future__ import annotations
 
 import base64
+import gzip
+import re
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ORDER = ("simulator", "router", "cache", "orchestrator")
 KEY = "sk-tollgate-chart-env-test-0123456789abcdef"
+POD_NAME = "tollgate"  # what a fieldRef gives here (metadata.name, metadata.namespace)
 
 
 def _mounts(
@@ -61,12 +67,14 @@ def _env(
 ) -> dict[str, str]:
     """The container's env, with mount paths, listeners and peer addresses made local."""
     by_number = {str(p["containerPort"]): ports[p["name"]] for p in container["ports"]}
-    env = {}
+    env: dict[str, str] = {}
     for e in container["env"]:
         name, value = e["name"], e.get("value")
         if value is None:
             assert "fieldRef" in e["valueFrom"], f"{name}: only fieldRef is expected here"
-            value = "tollgate"
+            value = POD_NAME
+        # The kubelet expands $(VAR) from the variables defined before it.
+        value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
         for mount, folder in mounts.items():
             if value.startswith(mount + "/"):
                 value = str(folder) + value[len(mount) :]
@@ -114,14 +122,68 @@ def _control_plane_takes_only_the_rendered_tokens(docs: list[Manifest], router_p
         assert answer.ListFields()
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+class _OtlpSink:
+    """An OTLP/HTTP receiver on loopback: keeps every ExportTraceServiceRequest it gets."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+
+        self.requests: list[Any] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                req = pb.ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                sink.requests.append(req)
+                out = pb.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def resources(self) -> Iterator[tuple[dict[str, str], int]]:
+        """(resource attributes, number of spans) of every batch received."""
+        for req in self.requests:
+            for rs in req.resource_spans:
+                attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
+                yield attrs, sum(len(ss.spans) for ss in rs.scope_spans)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("variant", ["memory", "redis", "tracing"])
 def test_rendered_env_starts_every_service(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    variant: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     sets = ["services.simulator.enabled=true", "services.simulator.latencyScale=0"]
-    if backend == "redis":  # the cache and the budgets on a real redis-server
+    if variant == "redis":  # the cache and the budgets on a real redis-server
         redis = request.getfixturevalue("redis_server")
         sets += ["services.cache.backend=redis", f"redis.url={redis.url}"]
+    sink = None
+    if variant == "tracing":  # every span kept, sent over OTLP/HTTP to a loopback sink
+        sink = _OtlpSink()
+        request.addfinalizer(sink.close)
+        sets += [
+            "tracing.enabled=true",
+            f"tracing.endpoint={sink.url}",
+            "tracing.protocol=http/protobuf",
+            "tracing.sampler=always_on",
+        ]
     docs = render(sets=sets)
     procs: list[Proc] = []
     ports: dict[str, dict[str, int]] = {}
@@ -164,6 +226,26 @@ def test_rendered_env_starts_every_service(
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).models.list()
         _control_plane_takes_only_the_rendered_tokens(docs, ports["router"]["grpc"])
+        if sink is not None:
+            for p in reversed(procs):  # a clean stop exports what is queued
+                p.stop()
+            _traces_came_from_every_service(sink)
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+def _traces_came_from_every_service(sink: _OtlpSink) -> None:
+    """The services read the chart's OTEL_* env: spans reach the chart's endpoint over its
+    protocol, each service's under its own name with the chart's Kubernetes resource
+    attributes. Which services a request crosses, and their spans, is tests/tracing's."""
+    spans: dict[str, int] = {}
+    for attrs, n in sink.resources():
+        name = attrs.get("service.name", "")
+        spans[name] = spans.get(name, 0) + n
+        assert attrs["k8s.namespace.name"] == "tollgate", attrs
+        assert attrs["k8s.pod.name"] == POD_NAME, attrs  # $(...) of the downward API
+        assert attrs["k8s.deployment.name"] == name.replace("tollgate-", "tg-tollgate-"), attrs
+    assert set(spans) <= {f"tollgate-{c}" for c in ORDER}, spans
+    assert spans.get("tollgate-orchestrator", 0) > 0, spans  # where every request starts
+    assert len(spans) >= 2, f"no spans from the control plane behind it: {spans}"

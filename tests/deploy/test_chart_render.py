@@ -166,6 +166,25 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"serviceMonitor": {"additionalLabels": {"release": 1}}},
         "/serviceMonitor/additionalLabels/release",
     ),
+    "unknown scrape protocol": (
+        {"serviceMonitor": {"scrapeProtocols": ["OpenMetrics"]}},
+        "/serviceMonitor/scrapeProtocols/0",
+    ),
+    "tracing endpoint without a scheme": (
+        {"tracing": {"enabled": True, "endpoint": "otel-collector:4317"}},
+        "/tracing/endpoint",
+    ),
+    "unknown tracing protocol": ({"tracing": {"protocol": "http/json"}}, "/tracing/protocol"),
+    "unknown sampler": ({"tracing": {"sampler": "ratio"}}, "/tracing/sampler"),
+    "sampler ratio above 1": ({"tracing": {"samplerArg": "1.5"}}, "/tracing/samplerArg"),
+    "tracing headers inline": (  # credentials only through tracing.headersSecret
+        {"tracing": {"headers": "authorization=Bearer x"}},
+        "/tracing",
+    ),
+    "resource attribute with a comma": (
+        {"tracing": {"resourceAttributes": {"team": "a,b"}}},
+        "/tracing/resourceAttributes/team",
+    ),
 }
 
 

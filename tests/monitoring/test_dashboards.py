@@ -9,6 +9,7 @@ import pytest
 
 from dashboards import build
 from tests.monitoring import promql
+from tollgate_common.metrics.catalog import CATALOG
 
 UIDS = {"tollgate-overview", "tollgate-cost", "tollgate-routing", "tollgate-cache", "tollgate-grpc"}
 # Range selectors other than the Grafana intervals, each with why it is fixed.
@@ -125,3 +126,56 @@ def test_runbook_panel_references_exist(boards: dict[str, dict[str, Any]]) -> No
     assert refs
     for dashboard, panel in refs:
         assert panel in titles[dashboard], f"runbook refers to {dashboard} → {panel!r}"
+
+
+# The latency histograms whose buckets carry trace exemplars (issue #16), written out here
+# rather than read from dashboards.lib, so a change there has to change this test too.
+EXEMPLAR_HISTOGRAMS = frozenset(
+    {
+        "tollgate_http_request_duration_seconds",
+        "tollgate_gateway_overhead_seconds",
+        "tollgate_llm_upstream_duration_seconds",
+        "tollgate_llm_time_to_first_token_seconds",
+        "grpc_server_handling_seconds",
+    }
+)
+# The panels that show them; each must ask Grafana for exemplars.
+EXEMPLAR_PANELS = {
+    "tollgate-overview / HTTP latency",
+    "tollgate-overview / Gateway overhead",
+    "tollgate-overview / RPC latency p99 by service",
+    "tollgate-routing / Upstream latency p99 by model",
+    "tollgate-routing / Time to first token p95 by model",
+    "tollgate-grpc / Server latency by method",
+}
+
+
+def _reads_exemplar_buckets(expr: str) -> bool:
+    node = promql.parse(promql.substitute(expr))
+    return any(
+        sel.name.endswith("_bucket") and sel.name.removesuffix("_bucket") in EXEMPLAR_HISTOGRAMS
+        for sel in promql.selectors(node)
+    )
+
+
+def test_exemplar_histograms_are_histograms_of_the_catalog() -> None:
+    for name in EXEMPLAR_HISTOGRAMS:
+        assert name in CATALOG and CATALOG[name].kind == "histogram", name
+
+
+def test_exemplars_exactly_on_the_latency_histograms_bucket_queries(
+    boards: dict[str, dict[str, Any]],
+) -> None:
+    """Every query of a panel that reads one of those histograms' _bucket series shows its
+    exemplars (trace links); no other query does (each costs a second query in Grafana)."""
+    with_exemplars = set()
+    for uid, board in boards.items():
+        for panel in promql.panels(board):
+            where = f"{uid} / {panel['title']}"
+            for target in panel["targets"]:
+                wanted = _reads_exemplar_buckets(target["expr"])
+                assert target.get("exemplar", False) is wanted, f"{where} / {target['refId']}"
+                if wanted:
+                    assert panel["type"] == "timeseries" and not target.get("instant"), where
+                    with_exemplars.add(where)
+    assert with_exemplars == EXEMPLAR_PANELS

@@ -553,3 +553,64 @@ every orchestrator replica and by nothing else. Kept across `helm upgrade` (look
         path: key
 {{- end }}
 {{- end }}
+
+{{/*
+OpenTelemetry tracing (values: tracing; docs/observability.md): the standard OTEL_* env
+vars every service reads at start (tollgate_common/tracing.py). With tracing.enabled false
+not one of them is rendered. Input: dict root, name.
+*/}}
+{{- define "tollgate.env.tracing" -}}
+{{- $t := .root.Values.tracing -}}
+{{- if $t.enabled }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "tollgate-%s" .name | quote }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+{{- with $t.headersSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: headers
+{{- end }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | toString | quote }}
+# Defined before OTEL_RESOURCE_ATTRIBUTES, which refers to it as $(...).
+- name: OTEL_RESOURCE_ATTRIBUTES_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ include "tollgate.tracingResourceAttributes" . | quote }}
+- name: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+  value: {{ $t.captureMessageContent | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* OTEL_RESOURCE_ATTRIBUTES: the pod's Kubernetes names, then tracing.resourceAttributes (which win), as k=v,k=v sorted by key. Input: dict root, name. */}}
+{{- define "tollgate.tracingResourceAttributes" -}}
+{{- $attrs := dict
+  "k8s.namespace.name" .root.Release.Namespace
+  "k8s.deployment.name" (include "tollgate.componentName" .)
+  "k8s.pod.name" "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)" -}}
+{{- range $k, $v := .root.Values.tracing.resourceAttributes | default dict -}}
+{{- $_ := set $attrs $k ($v | toString) -}}
+{{- end -}}
+{{- $pairs := list -}}
+{{- range $k, $v := $attrs -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/* tracing.enabled without a place to send spans fails the render. */}}
+{{- define "tollgate.tracingValidate" -}}
+{{- $t := .Values.tracing -}}
+{{- if and $t.enabled (not $t.endpoint) }}
+{{- fail "tracing.enabled needs tracing.endpoint: the OTLP receiver's URL, e.g. http://otel-collector.observability:4317 (grpc) or :4318 (http/protobuf)" }}
+{{- end }}
+{{- end }}
