@@ -114,7 +114,11 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def start_prometheus(config: Path, port: int, data_dir: Path, log_dir: Path) -> Proc:
+def start_prometheus(
+    config: Path, port: int, data_dir: Path, log_dir: Path, *, exemplars: bool = False
+) -> Proc:
+    """Prometheus on 127.0.0.1:``port``; ``exemplars`` turns on its in-memory exemplar
+    storage (``/api/v1/query_exemplars``; it scrapes OpenMetrics, which carries them)."""
     proc = spawn(
         "prometheus",
         [
@@ -123,6 +127,7 @@ def start_prometheus(config: Path, port: int, data_dir: Path, log_dir: Path) -> 
             f"--storage.tsdb.path={data_dir}",
             f"--web.listen-address=127.0.0.1:{port}",
             f"--web.external-url=http://127.0.0.1:{port}",
+            *(["--enable-feature=exemplar-storage"] if exemplars else []),
         ],
         {"PATH": "/usr/bin:/bin"},
         log_dir,
