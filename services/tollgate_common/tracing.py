@@ -13,16 +13,23 @@ SDK reads the rest itself: endpoint, headers, TLS, ``OTEL_BSP_*``,
 the Python SDK's default, or ``http/protobuf``) and the sampler
 (``OTEL_TRACES_SAMPLER``/``_ARG``, parent-based always-on by default) are checked here,
 so that a typo is a configuration error, not a silent fallback.
+
+With a parent-based sampler (the default), the children of an unsampled span would be
+dropped by the sampler anyway, so they are not made: the context only travels on (its
+``traceparent`` in the gRPC metadata, a non-recording span where it arrives) so that
+logs still join across the services. That keeps 1 % sampling cheap for the 99 %.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, Tracer
 
 from tollgate_common.config import ConfigError
 
@@ -33,6 +40,8 @@ on = False
 tracer: Tracer = trace.NoOpTracer()
 # Prompt and completion text on the upstream spans: sensitive, off unless asked for.
 capture_content = False
+# The sampler follows the parent: an unsampled parent's children are not made at all.
+parent_based = False
 
 _provider: Any = None
 _PROTOCOLS = ("grpc", "http/protobuf")
@@ -131,12 +140,13 @@ def setup(service: str, version: str, env: Mapping[str, str]) -> bool:
 
     Raises ``ConfigError`` naming the variable for a bad exporter, protocol or sampler.
     """
-    global on, tracer, capture_content, _provider
+    global on, tracer, capture_content, parent_based, _provider
     if not wanted(env):
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     sampler = sampler_from(env)
     exporters = _exporters(env)
@@ -152,6 +162,7 @@ def setup(service: str, version: str, env: Mapping[str, str]) -> bool:
     _provider = provider
     tracer = provider.get_tracer("tollgate", version)
     capture_content = _truthy(env.get(CONTENT_ENV))
+    parent_based = isinstance(sampler, ParentBased)
     on = True
     log.info(
         "tracing on",
@@ -188,6 +199,49 @@ def trace_id() -> str | None:
         return None
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def unsampled() -> SpanContext | None:
+    """The current span's context when a parent-based sampler would drop its children."""
+    if not parent_based:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid and not ctx.trace_flags.sampled else None
+
+
+def traceparent(ctx: SpanContext) -> str:
+    """W3C ``traceparent`` of ``ctx``."""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def unsampled_parent(value: str | None) -> SpanContext | None:
+    """The caller's context when ``value`` is a valid version-00 ``traceparent`` that is
+    not sampled and the sampler follows parents; otherwise None (the SDK decides)."""
+    if not parent_based or value is None or len(value) != 55 or not value.startswith("00-"):
+        return None
+    try:
+        trace_id, span_id, flags = int(value[3:35], 16), int(value[36:52], 16), int(value[53:], 16)
+    except ValueError:
+        return None
+    if value[35] != "-" or value[52] != "-" or flags & 1 or not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+def passthrough(ctx: SpanContext, own_span: bool = False) -> Span:
+    """A non-recording span for an unsampled request: ``ctx`` itself, or with ``own_span``
+    a child id of its own (the orchestrator's request, whose id the response names)."""
+    if own_span:
+        ctx = SpanContext(ctx.trace_id, random.getrandbits(64), False, ctx.trace_flags)
+    return NonRecordingSpan(ctx)
+
+
+def attach(span: Span) -> object:
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+def detach(token: object) -> None:
+    otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:

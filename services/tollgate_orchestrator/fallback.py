@@ -115,7 +115,7 @@ class Attempts:
     def _span(
         self, call: Call, target: Target, number: int, on_model: int, last: Failure | None
     ) -> Span | None:
-        if not tracing.on:
+        if not tracing.on or tracing.unsampled() is not None:
             return None
         reason = last.error_class if last is not None else CIRCUIT_OPEN
         retry = reason if on_model > 1 else None

@@ -22,8 +22,6 @@ import anyio
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -156,7 +154,7 @@ class Observe:
         span = None
         if tracing.on and scope["path"] not in _UNTRACED:
             span = spans.start_server(scope["method"], scope["path"], scope["headers"])
-            span_token = otel_context.attach(trace.set_span_in_context(span))
+            span_token = tracing.attach(span)
             ours.append(
                 (TRACE_ID_HEADER, format(span.get_span_context().trace_id, "032x").encode())
             )
@@ -215,7 +213,7 @@ class Observe:
             request_id_var.reset(token)
             if span is not None:
                 spans.end_server(span, scope["method"], template, status[0] or 500)
-                otel_context.detach(span_token)
+                tracing.detach(span_token)
 
 
 class SSEResponse(StreamingResponse):

@@ -51,6 +51,9 @@ def start_server(method: str, path: str, headers: Iterable[tuple[bytes, bytes]])
     carrier = {
         k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _CONTEXT_HEADERS
     }
+    quiet = tracing.unsampled_parent(carrier.get("traceparent"))
+    if quiet is not None:  # not sampled upstream: no SDK span below, only ids for the logs
+        return tracing.passthrough(quiet, own_span=True)
     parent: Context | None = propagate.extract(carrier) if carrier else None
     return tracing.tracer.start_span(
         method,

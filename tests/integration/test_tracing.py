@@ -172,8 +172,10 @@ def test_an_incoming_traceparent_is_the_parent_and_its_flag_decides(
     assert r.status_code == 200 and r.headers["x-tollgate-trace-id"] == quiet
     time.sleep(0.5)
     assert sink.of_trace(quiet) == []
-    lines = log_lines(stack, "orchestrator")
-    assert any(x.get("trace_id") == quiet and x.get("trace_sampled") is False for x in lines)
+    # ... and its context still reaches the router, whose logs join it without a span.
+    for name in ("orchestrator", "router"):
+        lines = log_lines(stack, name)
+        assert any(x.get("trace_id") == quiet and x.get("trace_sampled") is False for x in lines)
 
 
 def log_lines(stack: Stack, name: str) -> list[dict[str, Any]]:

@@ -59,6 +59,13 @@ def traced_server(
 
     async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
         carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in _CONTEXT_KEYS}
+        quiet = tracing.unsampled_parent(carrier.get("traceparent"))
+        if quiet is not None:  # the caller's trace, not sampled: only its ids, for the logs
+            token = tracing.attach(tracing.passthrough(quiet))
+            try:
+                return await behavior(request, context)
+            finally:
+                tracing.detach(token)
         parent = propagate.extract(carrier) if carrier else None
         with tracing.tracer.start_as_current_span(
             name,
@@ -90,7 +97,11 @@ async def traced_call(
     metadata: Any,
     client_code: Callable[[BaseException | None], grpc.StatusCode],
 ) -> Any:
-    """``call(metadata)`` inside a CLIENT span, with its context added to ``metadata``."""
+    """``call(metadata)`` inside a CLIENT span, with its context added to ``metadata``; in
+    an unsampled request, with no span, only the request's ``traceparent``."""
+    quiet = tracing.unsampled()
+    if quiet is not None:
+        return await call((*(metadata or ()), ("traceparent", tracing.traceparent(quiet))))
     with tracing.tracer.start_as_current_span(
         full_method.lstrip("/"),
         kind=SpanKind.CLIENT,

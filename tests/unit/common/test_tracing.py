@@ -138,3 +138,54 @@ def test_annotate_writes_only_on_a_recording_span(sdk: InMemorySpanExporter) -> 
         tracing.annotate({"tollgate.cache": "hit"})
     (span,) = sdk.get_finished_spans()
     assert span.attributes == {"tollgate.cache": "hit"}
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", True),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),  # sampled: the SDK's
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-00", False),  # invalid ids
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-00", False),
+        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", False),  # another version
+        ("00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-00", False),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736x00f067aa0ba902b7-00", False),
+        (None, False),
+    ],
+)
+def test_an_unsampled_traceparent_is_read_without_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, parsed: bool
+) -> None:
+    monkeypatch.setattr(tracing, "parent_based", True)
+    ctx = tracing.unsampled_parent(value)
+    assert (ctx is not None) is parsed
+    if ctx is not None:
+        assert tracing.traceparent(ctx) == value
+    monkeypatch.setattr(tracing, "parent_based", False)  # another sampler: the SDK decides
+    assert tracing.unsampled_parent(value) is None
+
+
+async def test_an_unsampled_call_carries_its_context_but_makes_no_span(
+    sdk: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tollgate_common.grpc import tracing as grpc_tracing
+    from tollgate_common.grpc.metrics import client_code
+
+    monkeypatch.setattr(tracing, "parent_based", True)
+    parent = tracing.unsampled_parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+    assert parent is not None
+    sent: list[object] = []
+
+    async def call(md: object) -> str:
+        sent.append(md)
+        return "ok"
+
+    token = tracing.attach(tracing.passthrough(parent, own_span=True))
+    try:
+        own = tracing.ids()
+        assert await grpc_tracing.traced_call("/p.S/M", call, (("k", "v"),), client_code) == "ok"
+    finally:
+        tracing.detach(token)
+    assert own is not None and own[0] == "4bf92f3577b34da6a3ce929d0e0e4736" and own[2] is False
+    assert sent == [(("k", "v"), ("traceparent", f"00-{own[0]}-{own[1]}-00"))]
+    assert sdk.get_finished_spans() == ()
