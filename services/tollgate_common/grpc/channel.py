@@ -67,13 +67,20 @@ class _MeteredUnaryUnary:
         elif metadata is not None:
             kwargs["metadata"] = metadata
         if tracing.on and self._traced:
-            deadline = timeout
+            quiet = tracing.unsampled()
+            if quiet is not None:  # no span, only the request's context for the peer's logs
+                md = kwargs.get("metadata") or ()
+                kwargs["metadata"] = (*md, ("traceparent", tracing.traceparent(quiet)))
+            else:
+                deadline = timeout
 
-            def call(md: Any) -> Any:
-                kwargs["metadata"] = md
-                return self._invoke(request, deadline, kwargs)
+                def call(md: Any) -> Any:
+                    kwargs["metadata"] = md
+                    return self._invoke(request, deadline, kwargs)
 
-            return grpc_tracing.traced_call(self._method, call, kwargs.get("metadata"), client_code)
+                return grpc_tracing.traced_call(
+                    self._method, call, kwargs.get("metadata"), client_code
+                )
         return self._invoke(request, timeout, kwargs)
 
     def _invoke(self, request: Any, timeout: float, kwargs: dict[str, Any]) -> Any:

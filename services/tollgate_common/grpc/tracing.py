@@ -97,11 +97,8 @@ async def traced_call(
     metadata: Any,
     client_code: Callable[[BaseException | None], grpc.StatusCode],
 ) -> Any:
-    """``call(metadata)`` inside a CLIENT span, with its context added to ``metadata``; in
-    an unsampled request, with no span, only the request's ``traceparent``."""
-    quiet = tracing.unsampled()
-    if quiet is not None:
-        return await call((*(metadata or ()), ("traceparent", tracing.traceparent(quiet))))
+    """``call(metadata)`` inside a CLIENT span, with its context added to ``metadata``
+    (an unsampled request's calls make no span: ``channel`` only adds its context)."""
     with tracing.tracer.start_as_current_span(
         full_method.lstrip("/"),
         kind=SpanKind.CLIENT,

@@ -168,22 +168,26 @@ def test_an_unsampled_traceparent_is_read_without_the_sdk(
 async def test_an_unsampled_call_carries_its_context_but_makes_no_span(
     sdk: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tollgate_common.grpc import tracing as grpc_tracing
-    from tollgate_common.grpc.metrics import client_code
+    from tollgate_common.grpc.channel import MeteredChannel
 
     monkeypatch.setattr(tracing, "parent_based", True)
     parent = tracing.unsampled_parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
     assert parent is not None
     sent: list[object] = []
 
-    async def call(md: object) -> str:
-        sent.append(md)
-        return "ok"
+    class Channel:
+        def unary_unary(self, method: str, *args: object, **kwargs: object) -> object:
+            async def call(request: object, **kwargs: object) -> str:
+                sent.append(kwargs["metadata"])
+                return "ok"
 
+            return call
+
+    channel = MeteredChannel(Channel(), None, 1.0, (("k", "v"),))
     token = tracing.attach(tracing.passthrough(parent, own_span=True))
     try:
         own = tracing.ids()
-        assert await grpc_tracing.traced_call("/p.S/M", call, (("k", "v"),), client_code) == "ok"
+        assert await channel.unary_unary("/p.S/M")("request") == "ok"
     finally:
         tracing.detach(token)
     assert own is not None and own[0] == "4bf92f3577b34da6a3ce929d0e0e4736" and own[2] is False
