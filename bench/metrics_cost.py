@@ -14,7 +14,6 @@ Usage: python -m bench.metrics_cost [--rounds N] [--seconds S] [--connections C]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -148,15 +147,8 @@ def summarize(
         on_rps=on.median("rps"),
         off_rps=off.median("rps"),
         orch_calls_us=calls_us,
-        paired_cost_us=stats.median(
-            [a.gateway_us - b.gateway_us for a, b in zip(on.samples, off.samples, strict=False)]
-        ),
-        paired_rps_lost_percent=stats.median(
-            [
-                stats.share(b.rps - a.rps, b.rps)
-                for a, b in zip(on.samples, off.samples, strict=False)
-            ]
-        ),
+        paired_cost_us=compare.paired(on, off),
+        paired_rps_lost_percent=compare.paired_rps_lost(on, off),
     )
 
 
@@ -194,16 +186,12 @@ def render(m: MetricsCost) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--json", type=Path, default=ROOT / ".bench" / "metrics-cost.json")
+    compare.round_args(ap, rounds=9, seconds=5, json_name="metrics-cost.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
         m = measure(Path(tmp), args.rounds, args.seconds, args.connections)
     print(render(m))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({**asdict(m), "cost_percent": m.cost_percent}, indent=2))
+    compare.write_json(args.json, {**asdict(m), "cost_percent": m.cost_percent})
     return 0
 
 

@@ -9,11 +9,12 @@ One run measures, with wrk on loopback against processes started here on free po
   litellm  with BENCH_PEERS=litellm: the LiteLLM proxy (own venv, 1 worker,
            Prometheus callback on) on the same simulator
 at 1 connection (latency) and at 16 and 64 (throughput), in alternating rounds;
-then the micro benchmarks (router decision, cache lookup) and the metrics cost.
+then the micro benchmarks (router decision, cache lookup), the metrics cost and the
+tracing cost (off, 1 % and 100 % sampling).
 Writes .bench/results.md and .json, and the generated part of docs/benchmarks.md.
 
 Env: BENCH_PEERS=litellm, BENCH_SECONDS (per cell, default 4), BENCH_ROUNDS (3),
-BENCH_QUICK=1 (one short round, no micro/metrics: a smoke run).
+BENCH_QUICK=1 (one short round, no micro/metrics/tracing: a smoke run).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import compare, litellm_peer, metrics_cost, micro, procstat, report, wrk
+from bench import compare, litellm_peer, metrics_cost, micro, procstat, report, tracing_cost, wrk
 from tools.stack import ROOT, Proc, Stack
 
 CONNECTIONS = (1, 16, 64)
@@ -146,12 +147,15 @@ def main() -> int:
             stack.stop()
         micros: list[micro.Micro] = []
         cost: metrics_cost.MetricsCost | None = None
+        traced: tracing_cost.TracingCost | None = None
         if not quick:
             print("micro benchmarks: router, cache")
             micros = micro.router() + micro.cache()
             print("metrics cost: two stacks, metrics on and off")
             cost = metrics_cost.measure(log_dir / "metrics", rounds=7, seconds=4)
-    text = report.render(meta, grid, micros, cost, seconds, rounds)
+            print("tracing cost: three stacks, tracing off, 1 % and 100 %; miss, then hit")
+            traced = tracing_cost.measure(log_dir / "tracing", rounds=7, seconds=4, hit_rounds=5)
+    text = report.render(meta, grid, micros, cost, seconds, rounds, traced)
     print()
     print(text)
     (out / "results.md").write_text(text + "\n")
@@ -162,6 +166,7 @@ def main() -> int:
                 "grid": grid.as_json(),
                 "micro": [asdict(m) for m in micros],
                 "metrics_cost": asdict(cost) if cost else None,
+                "tracing_cost": asdict(traced) if traced else None,
             },
             indent=2,
         )
