@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/services:$(CURDIR)/proto/gen/python:$(CURDIR)
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv system-deps proto run test test-fast lint fmt docs tools \
-        monitoring bench bench-metrics bench-tracing observe image kind-up kind-e2e helm-lint clean node-deps \
+        monitoring bench bench-metrics bench-tracing observe image image-base image-test kind-up kind-e2e helm-lint clean node-deps \
         generate check-generated crds lock
 
 help: ## list targets
@@ -110,8 +110,17 @@ bench-tracing: $(STAMP) system-deps ## CPU per request of tracing, off vs 1 % vs
 IMAGE ?= tollgate:dev
 CHART := deploy/helm/tollgate
 
-image: ## build the one tollgate image (IMAGE=tollgate:dev); needs docker
-	docker build -t $(IMAGE) .
+# tools/image.sh: docker when `docker info` works, else podman (make system-deps installs it);
+# on the official python:3.11-slim-bookworm, or on image-base when no registry is reachable.
+image: ## build the one tollgate image (IMAGE=tollgate:dev) with docker or podman; SBOM in .image/sbom.json
+	@IMAGE=$(IMAGE) bash tools/image.sh build
+
+image-base: ## localhost/debian-python:3.11-bookworm from Debian's packages (debootstrap), for no registry
+	@bash tools/image.sh base
+
+# The test builds the image itself (layer cache: fast when nothing changed); `make test` runs it too.
+image-test: $(STAMP) tools ## the image for real: the chart's containers in one pod, SDK requests, probes, SIGTERM
+	IMAGE=$(IMAGE) $(PY) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 helm-lint: tools ## helm lint --strict the chart with its defaults and every ci/*-values.yaml
 	helm lint --strict $(CHART)
@@ -125,4 +134,4 @@ kind-e2e: $(STAMP) tools ## install on kind with values/kind.yaml, smoke-test, t
 	bash deploy/kind/e2e.sh
 
 clean: ## remove build outputs and local state
-	rm -rf .tools .run .bench .observe .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules .cache
+	rm -rf .tools .run .bench .observe .image .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules .cache
