@@ -157,7 +157,7 @@ def test_workflow_runs_the_make_targets() -> None:
 
 def test_makefile_has_the_targets_with_help() -> None:
     text = (ROOT / "Makefile").read_text()
-    for target in ("image", "kind-up", "kind-e2e", "helm-lint"):
+    for target in ("image", "image-base", "image-test", "kind-up", "kind-e2e", "helm-lint"):
         assert re.search(rf"^{target}:.*## \S", text, re.M), target
 
 
