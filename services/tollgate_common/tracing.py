@@ -193,14 +193,6 @@ def ids(span: Span | None = None) -> tuple[str, str, bool] | None:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), ctx.trace_flags.sampled
 
 
-def trace_id() -> str | None:
-    """The current trace id in hex, for the response header; None when off or outside one."""
-    if not on:
-        return None
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
-
-
 def unsampled() -> SpanContext | None:
     """The current span's context when a parent-based sampler would drop its children."""
     if not parent_based:
