@@ -185,9 +185,9 @@ def shutdown(timeout_seconds: float = 5.0) -> None:
     tracer = trace.NoOpTracer()
 
 
-def ids(span: Span | None = None) -> tuple[str, str, bool] | None:
-    """(trace id, span id, sampled) of ``span`` or the current one; None without one."""
-    ctx = (span or trace.get_current_span()).get_span_context()
+def ids() -> tuple[str, str, bool] | None:
+    """(trace id, span id, sampled) of the current span; None outside one."""
+    ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:
         return None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), ctx.trace_flags.sampled

@@ -109,7 +109,7 @@ class Attempts:
     def _observe(self, target: Target, seconds: float, span: Span | None) -> None:
         m = self.metrics
         m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(
-            seconds, tracing.exemplar(span) if span is not None else None
+            seconds, tracing.exemplar(span)
         )
 
     def _span(

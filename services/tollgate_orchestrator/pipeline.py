@@ -197,7 +197,7 @@ class Pipeline:
         target, upstream, t0 = await self.attempts.run(call, attempt, observe_success=False)
         now = self._clock()
         m.ttft(m.provider(target.provider), m.model(target.name), call.api).observe(
-            now - call.started, tracing.exemplar(call.span) if call.span is not None else None
+            now - call.started, tracing.exemplar(call.span)
         )
         relay = Relay(
             call=call,

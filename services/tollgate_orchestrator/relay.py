@@ -142,8 +142,7 @@ class Relay:
         call.upstream_seconds += elapsed
         span = call.span
         m.upstream_duration(m.provider(target.provider), m.model(target.name)).observe(
-            self.opened - self.attempt_started + elapsed,
-            tracing.exemplar(span) if span is not None else None,
+            self.opened - self.attempt_started + elapsed, tracing.exemplar(span)
         )
         usage = self._usage()
         m.streams(self.outcome).inc()

@@ -182,14 +182,6 @@ class Phoenix:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def otlp_grpc_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.grpc_port}"
-
-    @property
-    def otlp_http_endpoint(self) -> str:
-        return f"{self.base_url}/v1/traces"
-
-    @property
     def log_path(self) -> Path:
         return self.work_dir / "phoenix.log"
 
